@@ -1,0 +1,247 @@
+"""Remote mode: each capture stream goes to a logging server as a chunked HTTP PUT.
+
+The same :class:`StreamEncoder` that feeds local files produces the PUT body, so the
+files the logging server writes are byte-identical to local ones. The upload is fed
+as the proxied bytes flow; if the logging server reads slowly, a bounded buffer fills
+and further bytes are dropped (``truncated``) -- the proxied request never waits.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import treq
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IConsumer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from logproxy.capture.encoder import StreamEncoder
+from logproxy.capture.model import (
+    CaptureName,
+    Metadata,
+    StreamHead,
+    StreamKind,
+    now,
+    stream_document,
+)
+from logproxy.metrics import Metrics
+from logproxy.proxy.upstream import QuietPool
+
+log = Logger()
+
+
+@implementer(IBodyProducer)
+class StreamBody:
+    """A PUT body fed while the request is in flight, buffered up to ``limit`` bytes.
+
+    @ivar _buffer: bytes waiting for the connection (before ``startProducing``, or while
+        the server applies backpressure with ``pauseProducing``).
+    @ivar dropped: bytes refused because the buffer was full.
+    """
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._consumer: IConsumer | None = None
+        self._paused = False
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._ended = False
+        self._stopped = False
+        self.dropped = 0
+        self._done: Deferred[None] = Deferred()
+
+    def write(self, data: bytes) -> bool:
+        """Queue ``data``; ``False`` if it had to be dropped."""
+        if self._stopped:
+            self.dropped += len(data)
+            return False
+        if self._consumer is not None and not self._paused and not self._buffer:
+            self._consumer.write(data)
+            return True
+        if self._buffered + len(data) > self._limit:
+            self.dropped += len(data)
+            return False
+        self._buffer.append(data)
+        self._buffered += len(data)
+        return True
+
+    def end(self) -> None:
+        self._ended = True
+        self._flush()
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
+        self._consumer = consumer
+        self._flush()
+        return self._done
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self._paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self._stopped = True
+        self._buffer = []
+        self._buffered = 0
+
+    def _flush(self) -> None:
+        consumer = self._consumer
+        if consumer is None or self._stopped:
+            return
+        while self._buffer and not self._paused:
+            data = self._buffer.pop(0)
+            self._buffered -= len(data)
+            consumer.write(data)
+        if self._ended and not self._buffer and not self._done.called:
+            self._done.callback(None)
+
+
+class RemoteStream:
+    """One capture stream uploaded to a logging server (implements ``CaptureStream``)."""
+
+    def __init__(self, store: RemoteStore, name: CaptureName) -> None:
+        self._store = store
+        self._name = name
+        self._body: StreamBody | None = None
+        self._encoder: StreamEncoder | None = None
+        self._started_at = 0.0
+        self._put: Deferred[Any] | None = None
+        self._final: Metadata | None = None
+        self._bytes = 0
+
+    def _url(self, suffix: str = "") -> str:
+        return f"{self._store.base_url}/{self._name.capture_id}/{self._name.kind}{suffix}"
+
+    def begin(self, head: StreamHead | None, exchange: Metadata) -> None:
+        store = self._store
+        self._started_at = now()
+        self._body = StreamBody(store.buffer_size)
+        doc = stream_document(
+            self._name.kind, self._name, exchange, started_at=self._started_at,
+            completed_at=None, bytes_written=0, completed=False, error=None,
+        )
+        headers = dict(store.headers)
+        headers[b"X-Logproxy-Metadata"] = [json.dumps(doc, separators=(",", ":")).encode()]
+        if head is not None:
+            self._encoder = StreamEncoder(head, store.redact, store.max_decoded, self._send)
+        d = store.client.put(self._url(), data=self._body, headers=headers)
+        store.pending.add(d)
+        d.addCallbacks(self._uploaded, self._failed)
+        d.addBoth(self._settled, d)
+        self._put = d
+
+    def _send(self, data: bytes) -> None:
+        assert self._body is not None
+        self._bytes += len(data)
+        self._body.write(data)
+
+    def write(self, data: bytes) -> None:
+        if self._encoder is not None:
+            self._encoder.feed(data)
+
+    def end(self, exchange: Metadata, error: str | None, extra: Metadata | None = None) -> None:
+        if self._body is None:
+            return
+        encoder = self._encoder
+        info: Metadata = dict(extra or {})
+        if encoder is not None:
+            if error is None:
+                encoder.finish()
+            else:
+                encoder.abandon()
+            info["decode_error"] = encoder.decode_error
+        body = self._body
+        info["truncated"] = body.dropped > 0
+        info["bytes_lost"] = body.dropped
+        if body.dropped:
+            self._store.metrics.capture_bytes_lost.inc(body.dropped)
+            self._store.metrics.capture_errors.labels("upload_dropped").inc()
+        self._final = stream_document(
+            self._name.kind, self._name, exchange, started_at=self._started_at,
+            completed_at=now(), bytes_written=self._bytes - body.dropped,
+            completed=error is None, error=error, extra=info,
+        )
+        body.end()
+
+    def _uploaded(self, response: IResponse) -> Deferred[Any] | None:
+        if response.code != 201:
+            self._store.report(self._name.capture_id, f"logging server answered {response.code}")
+            return treq.content(response)
+        d = treq.content(response)  # read the small answer so the connection is reused
+        final = self._final
+        if final is None:
+            return d
+        headers = dict(self._store.headers)
+        headers[b"Content-Type"] = [b"application/json"]
+        put = self._store.client.put(
+            self._url("/metadata"), data=json.dumps(final).encode(), headers=headers
+        )
+        put.addCallback(self._metadata_sent)
+        return put
+
+    def _metadata_sent(self, response: IResponse) -> Deferred[bytes]:
+        if response.code != 200:
+            self._store.report(
+                self._name.capture_id, f"logging server answered {response.code} to metadata"
+            )
+        return treq.content(response)
+
+    def _failed(self, failure: Failure) -> None:
+        self._store.report(self._name.capture_id, failure.getErrorMessage())
+        if self._body is not None:
+            self._body.stopProducing()
+
+    def _settled(self, result: object, d: Deferred[Any]) -> None:
+        self._store.pending.discard(d)
+        if isinstance(result, Failure):
+            self._store.report(self._name.capture_id, result.getErrorMessage())
+
+
+class RemoteStore:
+    """Captures sent to ``logging.server_url`` (implements ``CaptureStore``)."""
+
+    def __init__(
+        self, reactor: Any, base_url: str, token: str, redact: frozenset[bytes],
+        max_decoded: int, buffer_size: int, metrics: Metrics,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.redact = redact
+        self.max_decoded = max_decoded
+        self.buffer_size = buffer_size
+        self.metrics = metrics
+        self.pool = QuietPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 64
+        self.client = treq.HTTPClient(Agent(reactor, pool=self.pool))
+        self.headers: dict[bytes, list[bytes]] = {}
+        if token:
+            self.headers[b"Authorization"] = [b"Bearer " + token.encode()]
+        self.pending: set[Deferred[Any]] = set()
+        self._reported: set[str] = set()
+
+    def open_stream(self, capture_id: str, started: float, kind: StreamKind) -> RemoteStream:
+        return RemoteStream(self, CaptureName(capture_id, started, kind))
+
+    def report(self, capture_id: str, message: str) -> None:
+        self.metrics.capture_errors.labels("upload").inc()
+        if capture_id not in self._reported:
+            self._reported.add(capture_id)
+            log.warn("capture {id}: upload failed: {message}", id=capture_id, message=message)
+
+    def stop(self) -> Deferred[None]:
+        """Let uploads in flight finish, then close the connections."""
+        pending = list(self.pending)
+        d: Deferred[Any] = (
+            DeferredList(pending, consumeErrors=True) if pending else succeed(None)
+        )
+        d.addBoth(lambda _: self.pool.closeCachedConnections())
+        d.addBoth(lambda _: None)
+        return d

@@ -1,0 +1,196 @@
+"""The running process: proxy Site, logging Site and capture writer, as one service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from logproxy.capture.sink import CaptureStore
+from logproxy.capture.uploader import RemoteStore
+from logproxy.capture.writer import LocalStore, WriterThread
+from logproxy.config import Config, RouteConfig
+from logproxy.logserver.site import LogServerSite
+from logproxy.logserver.upload import LogServerState
+from logproxy.metrics import Metrics
+from logproxy.proxy.context import ProxyContext
+from logproxy.proxy.request import ProxyFactory
+from logproxy.proxy.routing import Router
+from logproxy.proxy.upstream import Upstreams
+
+log = Logger()
+
+
+class StartupError(Exception):
+    """The service cannot start (e.g. a port is taken); str() is one line for the user."""
+
+
+class LogproxyService(Service):
+    """Builds everything from a :class:`Config` and runs it.
+
+    Listening happens in ``privilegedStartService`` so that a port that cannot be bound
+    fails the start, before the reactor runs. Stopping is graceful: listeners close at
+    once, exchanges in flight get ``server.shutdown_timeout`` seconds, then are aborted
+    with their captures finalised, then the capture writer is flushed.
+    """
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.metrics = Metrics()
+        self.writer: WriterThread | None = None
+        self.store: CaptureStore | None = None
+        self.proxy: ProxyContext | None = None
+        self.logserver: LogServerState | None = None
+        self.ports: list[Any] = []
+        self.proxy_port: Any = None
+        self.logserver_port: Any = None
+        self._idle: list[Deferred[None]] = []
+
+    # -- building
+
+    def _needs_writer(self) -> bool:
+        c = self.config
+        local_capture = not c.logging.server_url and self._captures_anything()
+        return local_capture or c.logging_server.port != 0
+
+    def _captures_anything(self) -> bool:
+        c = self.config
+        return c.server is not None and (
+            c.logging.enabled or any(route.logging for route in c.routes)
+        )
+
+    def _build(self) -> None:
+        c = self.config
+        if self._needs_writer():
+            self.writer = WriterThread(self.reactor, c.logging.buffer_size)
+            self.writer.start()
+        redact = frozenset(name.encode().lower() for name in c.logging.redact_headers)
+        if self._captures_anything():
+            if c.logging.server_url:
+                self.store = RemoteStore(
+                    self.reactor, c.logging.server_url, c.logging.server_token, redact,
+                    c.logging.max_decoded_size, c.logging.buffer_size, self.metrics,
+                )
+            else:
+                assert self.writer is not None
+                self.store = LocalStore(
+                    self.writer, c.logging.log_dir, redact, c.logging.max_decoded_size,
+                    on_error=self._capture_error, on_drop=self._capture_dropped,
+                    on_lost=self.metrics.capture_bytes_lost.inc,
+                )
+        if c.server is not None:
+            routes: list[tuple[str, str, RouteConfig | None]] = [
+                (route.name, route.pattern, route) for route in c.routes
+            ]
+            if c.server.not_found:
+                routes.append(("not_found", c.server.not_found, None))
+            self.proxy = ProxyContext(
+                reactor=self.reactor,
+                router=Router(routes),
+                upstreams=Upstreams(self.reactor, c.routes),
+                store=self.store,
+                metrics=self.metrics,
+                console=c.logging.console,
+                capture_unmatched=c.logging.enabled,
+                max_body_size=c.server.max_body_size,
+            )
+        if c.logging_server.port != 0:
+            assert self.writer is not None
+            self.logserver = LogServerState(
+                reactor=self.reactor, writer=self.writer, log_dir=c.logging.log_dir,
+                token=c.logging_server.token, metrics=self.metrics,
+            )
+
+    def _capture_error(self, capture_id: str, message: str) -> None:
+        self.metrics.capture_errors.labels("write").inc()
+        log.warn("capture {id}: {message}", id=capture_id, message=message)
+
+    def _capture_dropped(self, capture_id: str) -> None:
+        self.metrics.capture_errors.labels("dropped").inc()
+        log.warn(
+            "capture {id}: writer backlog full (logging.buffer_size); dropping the rest of a body",
+            id=capture_id,
+        )
+
+    # -- running
+
+    def privilegedStartService(self) -> None:  # noqa: N802
+        self._build()
+        c = self.config
+        try:
+            if self.proxy is not None and c.server is not None:
+                self.proxy_port = self._listen(
+                    "proxy", c.server.host, c.server.port, ProxyFactory(self.proxy)
+                )
+            if self.logserver is not None:
+                self.logserver_port = self._listen(
+                    "logging server", c.logging_server.host, c.logging_server.port,
+                    LogServerSite(self.logserver),
+                )
+        except StartupError:
+            for port in self.ports:
+                port.stopListening()
+            if self.writer is not None:
+                self.writer.stop()
+            raise
+        super().privilegedStartService()
+
+    def _listen(self, what: str, host: str, port: int, factory: Any) -> Any:
+        try:
+            listening = self.reactor.listenTCP(port, factory, interface=_interface(host))
+        except CannotListenError as e:
+            reason = e.socketError.strerror if e.socketError else str(e)
+            raise StartupError(f"cannot listen on {host}:{port} for the {what}: {reason}") from None
+        self.ports.append(listening)
+        actual = listening.getHost().port
+        log.info("{what} listening on http://{host}:{port}/", what=what, host=host, port=actual)
+        return listening
+
+    @inlineCallbacks
+    def stopService(self) -> Any:  # noqa: N802
+        super().stopService()
+        for port in self.ports:
+            yield port.stopListening()
+        proxy = self.proxy
+        if proxy is not None and proxy.exchanges and self.config.server is not None:
+            timeout = self.config.server.shutdown_timeout
+            log.info(
+                "waiting up to {timeout}s for {n} requests in flight",
+                timeout=timeout, n=len(proxy.exchanges),
+            )
+            yield self._wait_idle(timeout)
+            for exchange in list(proxy.exchanges):
+                exchange.abort("shutdown")
+        if self.store is not None:
+            yield self.store.stop()
+        if proxy is not None:
+            yield proxy.upstreams.close()
+        if self.writer is not None:
+            yield self.writer.stop()
+
+    def _wait_idle(self, timeout: float) -> Deferred[None]:
+        """Fires when no exchange is in flight, or after ``timeout`` seconds."""
+        assert self.proxy is not None
+        done: Deferred[None] = Deferred()
+        timer = self.reactor.callLater(timeout, lambda: done.called or done.callback(None))
+
+        def idle() -> None:
+            if not done.called:
+                timer.cancel()
+                done.callback(None)
+
+        self.proxy.idle_waiters.append(idle)
+        return done
+
+
+def _interface(host: str) -> str:
+    """listenTCP wants an address; "localhost" means the IPv4 loopback here."""
+    return "127.0.0.1" if host == "localhost" else host.strip("[]")

@@ -1,0 +1,57 @@
+"""``twistd logproxy``: command-line options and the service they build."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from logproxy.config import ConfigError, load_config
+from logproxy.service import LogproxyService, StartupError
+
+
+class Options(usage.Options):
+    synopsis = "[--config config.yaml] [--host HOST] [--port PORT]"
+    longdesc = "Run the logproxy reverse proxy and its logging server."
+    optParameters = [
+        ["config", "c", "config.yaml", "Path to the YAML config file."],
+        ["host", None, None, "Proxy listen address (overrides server.host)."],
+        ["port", "p", None, "Proxy listen port (overrides server.port)."],
+    ]
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and a non-zero exit: no traceback, no usage dump."""
+    sys.stderr.write(f"logproxy: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+class _Root(MultiService):
+    """Turns a start-up failure (port taken) into one clear line and an exit."""
+
+    def privilegedStartService(self) -> None:  # noqa: N802
+        try:
+            super().privilegedStartService()
+        except StartupError as e:
+            _fail(str(e))
+
+
+def makeService(options: Any) -> IService:  # noqa: N802 (twistd API)
+    port: int | None = None
+    if options["port"] is not None:
+        try:
+            port = int(options["port"])
+        except ValueError:
+            _fail(f"--port: expected an integer, got {options['port']!r}")
+    try:
+        config = load_config(
+            options["config"], host=options["host"], port=port, require_file=True
+        )
+    except ConfigError as e:
+        _fail(str(e))
+    root = _Root()
+    LogproxyService(config).setServiceParent(root)
+    return root
