@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 import treq
+from treq.client import HTTPClient
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
@@ -220,7 +222,7 @@ class RemoteStore:
         self.metrics = metrics
         self.pool = QuietPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 64
-        self.client = treq.HTTPClient(Agent(reactor, pool=self.pool))
+        self.client = HTTPClient(Agent(reactor, pool=self.pool))
         self.headers: dict[bytes, list[bytes]] = {}
         if token:
             self.headers[b"Authorization"] = [b"Bearer " + token.encode()]

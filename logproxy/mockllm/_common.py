@@ -176,7 +176,7 @@ def parse_knobs(headers: Callable[[bytes], Sequence[bytes] | None], body: object
         return DEFAULT_KNOBS
     try:
         converted = {name: _CONVERTERS[name](value) for name, value in values.items()}
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ApiError(400, f"bad mock knob: {exc}") from None
     return replace(DEFAULT_KNOBS, **converted)  # type: ignore[arg-type]
 

@@ -46,7 +46,8 @@ MODELS = (
     "gpt-4.1",
     "o3-mini",
     "text-embedding-3-small",
-    "claude-sonnet-4-5",
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
     "claude-haiku-4-5",
 )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
+from OpenSSL import SSL
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.internet import ssl
@@ -38,11 +38,24 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name}: no such file: {self[name]}")
 
 
-def tls_options(cert_path: str, key_path: str | None) -> Any:
-    """Server TLS settings from PEM files (key and certificate may share one file)."""
-    cert = Path(cert_path).read_bytes()
-    key = Path(key_path).read_bytes() if key_path else cert
-    return ssl.PrivateCertificate.loadPEM(key + b"\n" + cert).options()
+class PemContextFactory(ssl.ContextFactory):
+    """Server TLS from PEM files: the certificate chain, and the key (may share the file)."""
+
+    def __init__(self, cert_path: str, key_path: str | None = None) -> None:
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.use_certificate_chain_file(cert_path)
+        context.use_privatekey_file(key_path or cert_path)
+        context.check_privatekey()
+        self._context = context
+
+    def getContext(self) -> SSL.Context:
+        return self._context
+
+
+def tls_options(cert_path: str, key_path: str | None) -> PemContextFactory:
+    """Server TLS settings for ``listenSSL`` (fails early on a bad or mismatched pair)."""
+    return PemContextFactory(cert_path, key_path)
 
 
 def makeService(options: Options) -> IService:

@@ -67,7 +67,7 @@ def abort_when_flushed(request: Request, clock: IReactorTime) -> None:
     deadline = clock.seconds() + _FLUSH_TIMEOUT
 
     def check() -> None:
-        if getattr(transport, "disconnected", False) or request.channel is None:
+        if request._disconnected or getattr(transport, "disconnected", False):
             return
         if _unsent_bytes(transport) > 0 and clock.seconds() < deadline:
             clock.callLater(_FLUSH_POLL, check)

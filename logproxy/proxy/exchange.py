@@ -245,11 +245,11 @@ class Exchange:
         )
 
     def _got_response(self, response: IResponse) -> None:
+        if self._upstream is None:  # detached: we answered already (e.g. 413); drop it
+            response.deliverBody(_Discard())
+            return
         self._upstream = None
         self._cancel_response_timer()
-        if self.phase is not Phase.RECEIVING:
-            response.deliverBody(_Discard())  # we already answered (e.g. 413); drop it
-            return
         request = self.request
         took = self.ctx.reactor.seconds() - self._t0
         code = response.code
@@ -322,10 +322,10 @@ class Exchange:
         self._maybe_finish()
 
     def _upstream_failed(self, failure: Failure) -> None:
+        if self._upstream is None:
+            return  # detached: the client went away or we answered already
         self._upstream = None
         self._cancel_response_timer()
-        if self.phase is not Phase.RECEIVING:
-            return  # the client went away or we answered already; nothing to tell
         if self._producer is not None:
             self._producer.stopProducing()  # let the client's body drain (and be captured)
         kind = self._timeout_kind
@@ -341,6 +341,12 @@ class Exchange:
         self.ctx.metrics.upstream_errors.labels(self.route_label, kind or "upstream").inc()
         self.error = message
         self._json_error(code, message, close=kind == "idle")
+
+    def _detach_upstream(self) -> None:
+        """Cancel the upstream call and ignore whatever it reports afterwards."""
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            upstream.cancel()
 
     def route_timeout(self, which: str) -> float:
         assert self.route is not None
@@ -375,13 +381,15 @@ class Exchange:
         message = f"request body larger than server.max_body_size ({limit} bytes)"
         if self._producer is not None:
             self._producer.fail(Failure(ValueError(message)))
-        if self._upstream is not None:
-            self._upstream.cancel()
+        self._detach_upstream()
         if self.phase is Phase.RECEIVING:
             self.error = message
             self._json_error(413, message, close=True)
         elif self.phase is Phase.RELAYING:
             self.request.abort_connection()
+            self._finalize(message)
+        elif self.phase is Phase.RESPONDED:  # answered already (e.g. 502); stop draining
+            self.request.loseConnection()
             self._finalize(message)
 
     # ---------------------------------------------------------------- the client
@@ -390,8 +398,7 @@ class Exchange:
         """The client connection closed (``Request.connectionLost``)."""
         if self.phase is Phase.DONE:
             return
-        if self._upstream is not None:
-            self._upstream.cancel()
+        self._detach_upstream()
         if self._producer is not None:
             self._producer.fail(reason)
         if self._relay_producer is not None:
@@ -403,8 +410,7 @@ class Exchange:
         """Stop now (shutdown): answer 503 if nothing was sent yet, else drop the client."""
         if self.phase is Phase.DONE:
             return
-        if self._upstream is not None:
-            self._upstream.cancel()
+        self._detach_upstream()
         if self.phase is Phase.RECEIVING:
             self.error = reason
             self._json_error(503, f"proxy is shutting down ({reason})", close=True)
