@@ -51,6 +51,15 @@ def with_timeout(d: Deferred[Any], timeout: float, what: str) -> Deferred[Any]:
     return out
 
 
+def free_port() -> int:
+    """A port that was free a moment ago (``logging_server.port: 0`` means "disabled")."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def make_config(
     tmp_path: Any, routes: dict[str, Any] | None = None, *, server: dict[str, Any] | None = None,
     logging: dict[str, Any] | None = None, logging_server: dict[str, Any] | None = None,
@@ -164,7 +173,7 @@ class RawPeer(Protocol):
     """
 
     def __init__(self) -> None:
-        self.received = b""
+        self.received = bytearray()
         self.connected_d: Deferred[RawPeer] = Deferred()
         self.lost_d: Deferred[None] = Deferred()  # fires (with None) on disconnect
         self.lost_reason: Failure | None = None

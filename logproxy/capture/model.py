@@ -37,8 +37,10 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_rfc3339(text: str) -> float:
+def parse_rfc3339(text: object) -> float:
     """The POSIX timestamp of an RFC 3339 string (``Z`` or an offset). Raises ValueError."""
+    if not isinstance(text, str):
+        raise ValueError("not a timestamp string")
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     parsed = datetime.fromisoformat(text)

@@ -166,14 +166,16 @@ class Upload:
         self._state.reactor.callFromThread(fn)
 
     def _opened(self) -> None:
-        if self._ended:
-            return
         if self._job.exists:
+            self._conflict()
+        else:
+            self._resume()
+
+    def _conflict(self) -> None:
+        if not self._rejected:
             self._rejected = True
             self._state.active.pop(self._key, None)
             self._request.reject(409, "this capture stream already exists")
-            return
-        self._resume()
 
     def apply_final(self, doc: Document) -> None:
         self._final = doc
@@ -207,6 +209,9 @@ class Upload:
         self._state.writer.submit(self._job.close, (doc.exchange, error, doc.extra))
 
     def _closed(self) -> None:
+        if self._job.exists:
+            self._conflict()  # the whole body arrived before the open was confirmed
+            return
         request = self._request
         self._state.metrics.logserver_streams.labels("complete").inc()
         if request.is_disconnected:
