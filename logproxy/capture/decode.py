@@ -110,36 +110,35 @@ class _BrotliDecoder:
 
 
 class _ZstdDecoder:
-    class _Sink:
-        def __init__(self) -> None:
-            self.emit: Emit | None = None
+    """zstd (also several frames). ``decompressobj`` returns all output of a call at once,
+    so input goes in ``_SLICE``-byte slices: a zstd block expands to at most 128 KiB and
+    needs at least 4 input bytes, which bounds one call's output to about 8 MiB."""
 
-        def write(self, data: bytes) -> int:
-            assert self.emit is not None
-            self.emit(bytes(data))
-            return len(data)
+    _SLICE = 256
 
     def __init__(self) -> None:
-        self._sink = self._Sink()
-        self._writer = zstandard.ZstdDecompressor().stream_writer(
-            self._sink, write_size=PIECE, write_return_read=True
-        )
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
         self._started = False
 
     def feed(self, data: bytes, emit: Emit) -> None:
         self._started = self._started or bool(data)
-        self._sink.emit = emit
+        slice_ = self._SLICE
         try:
-            self._writer.write(data)
+            for start in range(0, len(data), slice_):
+                piece = data[start : start + slice_]
+                while piece:
+                    if self._obj.eof:
+                        self._obj = zstandard.ZstdDecompressor().decompressobj()
+                    out = self._obj.decompress(piece)
+                    if out:
+                        emit(out)
+                    piece = self._obj.unused_data if self._obj.eof else b""
         except zstandard.ZstdError as e:
             raise DecodeError(f"zstd: {e}") from None
 
     def finish(self, emit: Emit) -> None:
-        self._sink.emit = emit
-        try:
-            self._writer.flush()
-        except zstandard.ZstdError as e:
-            raise DecodeError(f"zstd: {e}") from None
+        if self._started and not self._obj.eof:
+            raise DecodeError("compressed stream ended early")
 
 
 class _Chain:
