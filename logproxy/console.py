@@ -11,15 +11,23 @@ from twisted.logger import Logger
 log = Logger(namespace="logproxy")
 
 
-def start_line(short_id: str, method: str, source: str, target: str | None, route: str | None) -> str:
+def start_line(
+    short_id: str, method: str, source: str, target: str | None, route: str | None
+) -> str:
     arrow = f" -> {target}" if target else ""
     tag = f" [{route}]" if route else ""
     return f"[{short_id}] {method} {source}{arrow}{tag}"
 
 
 def end_line(
-    short_id: str, status: int, phrase: str, request_bytes: int, response_bytes: int,
-    duration_ms: float, error: str | None, usage: str | None = None,
+    short_id: str,
+    status: int,
+    phrase: str,
+    request_bytes: int,
+    response_bytes: int,
+    duration_ms: float,
+    error: str | None,
+    usage: str | None = None,
 ) -> str:
     text = (
         f"[{short_id}] {status} {phrase} in={request_bytes}B out={response_bytes}B "

@@ -14,36 +14,53 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "logproxy_requests", "Requests answered, by route and status", ["route", "status"],
+            "logproxy_requests",
+            "Requests answered, by route and status",
+            ["route", "status"],
             registry=r,
         )
         self.body_bytes = Counter(
-            "logproxy_body_bytes", "Body bytes relayed, by route and direction",
-            ["route", "direction"], registry=r,
+            "logproxy_body_bytes",
+            "Body bytes relayed, by route and direction",
+            ["route", "direction"],
+            registry=r,
         )
         self.in_flight = Gauge("logproxy_in_flight_requests", "Requests in flight", registry=r)
         self.upstream_headers = Histogram(
-            "logproxy_upstream_header_seconds", "Time from request start to upstream headers",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "logproxy_upstream_header_seconds",
+            "Time from request start to upstream headers",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream_errors = Counter(
-            "logproxy_upstream_errors", "Upstream failures, by route and kind", ["route", "kind"],
+            "logproxy_upstream_errors",
+            "Upstream failures, by route and kind",
+            ["route", "kind"],
             registry=r,
         )
         self.capture_errors = Counter(
-            "logproxy_capture_errors", "Capture failures (write errors, dropped data), by kind",
-            ["kind"], registry=r,
+            "logproxy_capture_errors",
+            "Capture failures (write errors, dropped data), by kind",
+            ["kind"],
+            registry=r,
         )
         self.capture_bytes_lost = Counter(
-            "logproxy_capture_bytes_lost", "Capture bytes dropped because the writer fell behind",
+            "logproxy_capture_bytes_lost",
+            "Capture bytes dropped because the writer fell behind",
             registry=r,
         )
         self.captures = Counter(
-            "logproxy_captures", "Capture streams finished, by outcome", ["outcome"], registry=r,
+            "logproxy_captures",
+            "Capture streams finished, by outcome",
+            ["outcome"],
+            registry=r,
         )
         self.logserver_streams = Counter(
-            "logproxy_logserver_streams", "Streams received by the logging server, by outcome",
-            ["outcome"], registry=r,
+            "logproxy_logserver_streams",
+            "Streams received by the logging server, by outcome",
+            ["outcome"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -76,14 +76,23 @@ class LogproxyService(Service):
         if self._captures_anything():
             if c.logging.server_url:
                 self.store = RemoteStore(
-                    self.reactor, c.logging.server_url, c.logging.server_token, redact,
-                    c.logging.max_decoded_size, c.logging.buffer_size, self.metrics,
+                    self.reactor,
+                    c.logging.server_url,
+                    c.logging.server_token,
+                    redact,
+                    c.logging.max_decoded_size,
+                    c.logging.buffer_size,
+                    self.metrics,
                 )
             else:
                 assert self.writer is not None
                 self.store = LocalStore(
-                    self.writer, c.logging.log_dir, redact, c.logging.max_decoded_size,
-                    on_error=self._capture_error, on_drop=self._capture_dropped,
+                    self.writer,
+                    c.logging.log_dir,
+                    redact,
+                    c.logging.max_decoded_size,
+                    on_error=self._capture_error,
+                    on_drop=self._capture_dropped,
                     on_lost=self.metrics.capture_bytes_lost.inc,
                 )
         if c.server is not None:
@@ -105,8 +114,11 @@ class LogproxyService(Service):
         if c.logging_server.port != 0:
             assert self.writer is not None
             self.logserver = LogServerState(
-                reactor=self.reactor, writer=self.writer, log_dir=c.logging.log_dir,
-                token=c.logging_server.token, metrics=self.metrics,
+                reactor=self.reactor,
+                writer=self.writer,
+                log_dir=c.logging.log_dir,
+                token=c.logging_server.token,
+                metrics=self.metrics,
             )
 
     def _capture_error(self, capture_id: str, message: str) -> None:
@@ -122,7 +134,7 @@ class LogproxyService(Service):
 
     # -- running
 
-    def privilegedStartService(self) -> None:  # noqa: N802
+    def privilegedStartService(self) -> None:
         self._build()
         c = self.config
         try:
@@ -132,7 +144,9 @@ class LogproxyService(Service):
                 )
             if self.logserver is not None:
                 self.logserver_port = self._listen(
-                    "logging server", c.logging_server.host, c.logging_server.port,
+                    "logging server",
+                    c.logging_server.host,
+                    c.logging_server.port,
                     LogServerSite(self.logserver),
                 )
         except StartupError:
@@ -155,7 +169,7 @@ class LogproxyService(Service):
         return listening
 
     @inlineCallbacks
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> Any:
         super().stopService()
         for port in self.ports:
             yield port.stopListening()
@@ -164,7 +178,8 @@ class LogproxyService(Service):
             timeout = self.config.server.shutdown_timeout
             log.info(
                 "waiting up to {timeout}s for {n} requests in flight",
-                timeout=timeout, n=len(proxy.exchanges),
+                timeout=timeout,
+                n=len(proxy.exchanges),
             )
             yield self._wait_idle(timeout)
             for exchange in list(proxy.exchanges):
@@ -180,12 +195,17 @@ class LogproxyService(Service):
         """Fires when no exchange is in flight, or after ``timeout`` seconds."""
         assert self.proxy is not None
         done: Deferred[None] = Deferred()
-        timer = self.reactor.callLater(timeout, lambda: done.called or done.callback(None))
+
+        def fire() -> None:
+            if not done.called:
+                done.callback(None)
+
+        timer = self.reactor.callLater(timeout, fire)
 
         def idle() -> None:
-            if not done.called:
+            if timer.active():
                 timer.cancel()
-                done.callback(None)
+            fire()
 
         self.proxy.idle_waiters.append(idle)
         return done

@@ -32,14 +32,14 @@ def _fail(message: str) -> NoReturn:
 class _Root(MultiService):
     """Turns a start-up failure (port taken) into one clear line and an exit."""
 
-    def privilegedStartService(self) -> None:  # noqa: N802
+    def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except StartupError as e:
             _fail(str(e))
 
 
-def makeService(options: Any) -> IService:  # noqa: N802 (twistd API)
+def makeService(options: Any) -> IService:
     port: int | None = None
     if options["port"] is not None:
         try:
@@ -47,9 +47,7 @@ def makeService(options: Any) -> IService:  # noqa: N802 (twistd API)
         except ValueError:
             _fail(f"--port: expected an integer, got {options['port']!r}")
     try:
-        config = load_config(
-            options["config"], host=options["host"], port=port, require_file=True
-        )
+        config = load_config(options["config"], host=options["host"], port=port, require_file=True)
     except ConfigError as e:
         _fail(str(e))
     root = _Root()

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool

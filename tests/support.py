@@ -61,8 +61,12 @@ def free_port() -> int:
 
 
 def make_config(
-    tmp_path: Any, routes: dict[str, Any] | None = None, *, server: dict[str, Any] | None = None,
-    logging: dict[str, Any] | None = None, logging_server: dict[str, Any] | None = None,
+    tmp_path: Any,
+    routes: dict[str, Any] | None = None,
+    *,
+    server: dict[str, Any] | None = None,
+    logging: dict[str, Any] | None = None,
+    logging_server: dict[str, Any] | None = None,
     with_server: bool = True,
 ) -> Any:
     doc: dict[str, Any] = {
@@ -145,7 +149,9 @@ def split_bin(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
 
 @inlineCallbacks
 def raw_request(
-    method: bytes, url: str, headers: dict[bytes, list[bytes]] | None = None,
+    method: bytes,
+    url: str,
+    headers: dict[bytes, list[bytes]] | None = None,
     body: bytes | None = None,
 ) -> Any:
     """A bare Agent request (treq would decode gzip): returns (response, body bytes)."""
@@ -178,13 +184,13 @@ class RawPeer(Protocol):
         self.lost_d: Deferred[None] = Deferred()  # fires (with None) on disconnect
         self.lost_reason: Failure | None = None
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.connected_d.callback(self)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         self.received += data
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         self.lost_reason = reason
         self.lost_d.callback(None)
 

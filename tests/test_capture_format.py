@@ -45,8 +45,10 @@ ENCODINGS = {
 
 def test_file_names_share_the_request_start_time() -> None:
     started = parse_rfc3339("2025-09-13T02:11:09.123999Z")
-    names = [CaptureName("092d0424-aaaa-bbbb-cccc-000000000000", started, kind)
-             for kind in ("request", "response")]
+    names = [
+        CaptureName("092d0424-aaaa-bbbb-cccc-000000000000", started, kind)
+        for kind in ("request", "response")
+    ]
     assert [n.bin_name for n in names] == [
         "2025-09-13_02-11-09.123_092d0424-aaaa-bbbb-cccc-000000000000_request.bin",
         "2025-09-13_02-11-09.123_092d0424-aaaa-bbbb-cccc-000000000000_response.bin",
@@ -68,8 +70,12 @@ def test_rfc3339_round_trip() -> None:
 def test_header_block_redacts_and_keeps_repeats() -> None:
     block = header_block(
         b"POST http://h/v1/x HTTP/1.1",
-        [(b"Authorization", b"Bearer sk-0123456789abcdefghijklmn"), (b"X-A", b"1"),
-         (b"X-A", b"2"), (b"Cookie", b"short")],
+        [
+            (b"Authorization", b"Bearer sk-0123456789abcdefghijklmn"),
+            (b"X-A", b"1"),
+            (b"X-A", b"2"),
+            (b"Cookie", b"short"),
+        ],
         frozenset({b"authorization", b"cookie"}),
         [(b"X-Proxy-Path", b"http://localhost:5601/lm/x")],
     )
@@ -83,8 +89,16 @@ def test_header_block_redacts_and_keeps_repeats() -> None:
 
 def test_stream_document_fields() -> None:
     name = CaptureName("092d0424-aaaa-bbbb-cccc-000000000000", 100.0, "response")
-    doc = stream_document("response", name, {"id": name.capture_id}, started_at=100.0,
-                          completed_at=100.25, bytes_written=7, completed=True, error=None)
+    doc = stream_document(
+        "response",
+        name,
+        {"id": name.capture_id},
+        started_at=100.0,
+        completed_at=100.25,
+        bytes_written=7,
+        completed=True,
+        error=None,
+    )
     assert doc["format_version"] == 1 and doc["stream_type"] == "response"
     assert doc["duration_ms"] == 250.0 and doc["bytes_written"] == 7
     assert doc["error"] is None and "error" in doc
@@ -99,8 +113,15 @@ def test_stream_document_fields() -> None:
         ([(b"Keep-Alive", [b"1"]), (b"TE", [b"trailers"]), (b"Trailer", [b"x"])], []),
         ([(b"Transfer-Encoding", [b"chunked"]), (b"Upgrade", [b"h2c"])], []),
         ([(b"Proxy-Authorization", [b"x"]), (b"Proxy-Authenticate", [b"y"])], []),
-        ([(b"Connection", [b"X-Hop, x-other"]), (b"X-Hop", [b"1"]), (b"X-Other", [b"2"]),
-          (b"X-Kept", [b"3"])], [(b"X-Kept", b"3")]),
+        (
+            [
+                (b"Connection", [b"X-Hop, x-other"]),
+                (b"X-Hop", [b"1"]),
+                (b"X-Other", [b"2"]),
+                (b"X-Kept", [b"3"]),
+            ],
+            [(b"X-Kept", b"3")],
+        ),
         ([(b"Accept", [b"a", b"b"])], [(b"Accept", b"a"), (b"Accept", b"b")]),
         ([(b"Content-Encoding", [b"gzip"])], [(b"Content-Encoding", b"gzip")]),
     ],
@@ -122,7 +143,7 @@ def test_decoders_round_trip_in_any_chunking(encoding: str, step: int) -> None:
     assert decoder is not None
     out: list[bytes] = []
     for i in range(0, len(encoded), step):
-        decoder.feed(encoded[i:i + step], out.append)
+        decoder.feed(encoded[i : i + step], out.append)
     decoder.finish(out.append)
     assert b"".join(out) == BODY
 
@@ -179,8 +200,9 @@ def test_decompression_bomb_stops_at_the_cap_in_bounded_pieces(encoding: str) ->
 # ---------------------------------------------------------------- the stream encoder
 
 
-def encode(head: StreamHead, chunks: list[bytes], finish: bool = True,
-           cap: int = 1 << 30) -> tuple[bytes, StreamEncoder]:
+def encode(
+    head: StreamHead, chunks: list[bytes], finish: bool = True, cap: int = 1 << 30
+) -> tuple[bytes, StreamEncoder]:
     out: list[bytes] = []
     encoder = StreamEncoder(head, frozenset({b"authorization"}), cap, out.append)
     for chunk in chunks:
@@ -210,7 +232,9 @@ def test_identity_body_is_stored_as_is() -> None:
 @pytest.mark.parametrize("encoding", ["gzip", "zstd", "br", "deflate"])
 def test_encoded_body_is_stored_decoded_without_content_encoding(encoding: str) -> None:
     encoded = ENCODINGS[encoding](BODY)
-    data, encoder = encode(head(encoding), [encoded[i:i + 100] for i in range(0, len(encoded), 100)])
+    data, encoder = encode(
+        head(encoding), [encoded[i : i + 100] for i in range(0, len(encoded), 100)]
+    )
     assert data == b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + BODY
     assert encoder.decode_error is None
 
@@ -249,7 +273,7 @@ def test_cap_exceeded_mid_stream_keeps_the_raw_remainder() -> None:
 
 def test_truncated_body_while_probing_falls_back() -> None:
     encoded = zstandard.ZstdCompressor().compress(b"x" * 10)
-    data, encoder = encode(head("zstd"), [encoded[:5]])
+    data, _encoder = encode(head("zstd"), [encoded[:5]])
     assert data.endswith(encoded[:5]) and b"X-Decompression-Error" in data
 
 
@@ -267,7 +291,7 @@ def test_probe_is_bounded() -> None:
     encoder = StreamEncoder(head("zstd"), frozenset(), 1 << 30, out.append)
     fed = 0
     while fed < len(encoded) and not out:
-        encoder.feed(encoded[fed:fed + 4096])
+        encoder.feed(encoded[fed : fed + 4096])
         fed += 4096
     assert out, "the head is written by the time the probe limit is reached"
     assert fed <= PROBE_LIMIT + 4096

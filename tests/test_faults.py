@@ -51,7 +51,9 @@ async def request_through(proxy: Any, upstream: RawServer, head: bytes) -> tuple
 
 
 @pytest_twisted.ensureDeferred
-async def test_client_disconnect_mid_stream_cancels_upstream(tmp_path: Any, services: list[Any]) -> None:
+async def test_client_disconnect_mid_stream_cancels_upstream(
+    tmp_path: Any, services: list[Any]
+) -> None:
     upstream = RawServer()
     try:
         proxy = raw_proxy(tmp_path, services, upstream)
@@ -84,7 +86,8 @@ async def test_client_disconnect_during_upload_cancels_upstream(
     try:
         proxy = raw_proxy(tmp_path, services, upstream)
         client, peer = await request_through(
-            proxy, upstream,
+            proxy,
+            upstream,
             b"POST /raw/up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 40,
         )
         await peer.wait_received(b"a" * 40)
@@ -174,7 +177,9 @@ async def test_slow_but_steady_stream_is_not_cut(tmp_path: Any, services: list[A
         peer.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         for n in range(6):
             done = reactor.seconds() + 0.1
-            await wait_for(lambda: reactor.seconds() >= done, 2, "0.1 s")  # pace the events
+            await wait_for(
+                lambda done=done: reactor.seconds() >= done, 2, "0.1 s"
+            )  # pace the events
             peer.transport.write(b"2\r\n%02d\r\n" % n)
         peer.transport.write(b"0\r\n\r\n")
         await client.wait_received(b"0\r\n\r\n")
@@ -202,7 +207,7 @@ class Firehose:
         transport.registerProducer(self, True)
         reactor.callLater(0, self.resumeProducing)
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.paused = False
         while not self.paused and self.left > 0:
             data = self.chunk[: self.left]
@@ -213,11 +218,11 @@ class Firehose:
             self.transport.unregisterProducer()
             self.left = -1
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self.paused = True
         self.pauses += 1
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self.left = -1
 
 
@@ -288,7 +293,8 @@ async def test_graceful_shutdown_lets_streams_finish_then_aborts(
     upstream = RawServer()
     try:
         config = make_config(
-            tmp_path, {"raw": {"pattern": "/raw/", "destination": upstream.url}},
+            tmp_path,
+            {"raw": {"pattern": "/raw/", "destination": upstream.url}},
             server={"shutdown_timeout": 0.5},
         )
         proxy = start_service(config)
@@ -298,8 +304,13 @@ async def test_graceful_shutdown_lets_streams_finish_then_aborts(
             client = await connect_raw(port)
             client.transport.write(b"GET /raw/%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
             clients.append(client)
-        await wait_for(lambda: len(upstream.peers) == 3 and all(
-            b"\r\n\r\n" in p.received for p in upstream.peers), 5, "3 upstream requests")
+        await wait_for(
+            lambda: (
+                len(upstream.peers) == 3 and all(b"\r\n\r\n" in p.received for p in upstream.peers)
+            ),
+            5,
+            "3 upstream requests",
+        )
         for peer in upstream.peers:
             peer.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         stopped = proxy.stopService()

@@ -29,15 +29,18 @@ STARTED = "2026-01-02T03:04:05.678901Z"
 
 def document(capture_id: str, kind: str = "response", **extra: Any) -> dict[str, Any]:
     return {
-        "format_version": 1, "stream_type": kind,
+        "format_version": 1,
+        "stream_type": kind,
         "metadata": {"id": capture_id, "route": "r", "request_started_at": STARTED},
-        "started_at": STARTED, **extra,
+        "started_at": STARTED,
+        **extra,
     }
 
 
 def log_host(tmp_path: Any, services: list[Any], **logging_server: Any) -> Any:
-    config = make_config(tmp_path, with_server=False,
-                         logging_server={"port": free_port(), **logging_server})
+    config = make_config(
+        tmp_path, with_server=False, logging_server={"port": free_port(), **logging_server}
+    )
     service = start_service(config)
     services.append(service)
     return service
@@ -53,13 +56,15 @@ async def test_streamed_put_writes_capture_files(
     meta = json.dumps(document(capture_id)).encode()
     client.transport.write(
         b"PUT /%s/response HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-        b"X-Logproxy-Metadata: %s\r\n\r\n" % (capture_id.encode(), meta)
+        b"X-Logproxy-Metadata: %s\r\n\r\n"
+        % (capture_id.encode(), meta)
         + b"13\r\nHTTP/1.1 200 OK\r\n\r\n\r\n"
     )
     log_dir = str(tmp_path / "logs")
     # the file and its first metadata appear while the upload is still in flight
-    files = await wait_for(lambda: len(capture_files(log_dir, capture_id)) == 2 and
-                           capture_files(log_dir, capture_id))
+    files = await wait_for(
+        lambda: len(capture_files(log_dir, capture_id)) == 2 and capture_files(log_dir, capture_id)
+    )
     assert files["response.bin"].endswith(f"2026-01-02_03-04-05.678_{capture_id}_response.bin")
     assert "/2026-01-02/" in files["response.bin"]
     assert read_json(files["response_metadata.json"])["completed"] is False
@@ -78,8 +83,9 @@ async def test_streamed_put_writes_capture_files(
     # a final document afterwards (as the proxy sends it) updates the metadata
     response = await http.put(
         logserver_url(host, f"/{capture_id}/response/metadata"),
-        data=json.dumps(document(capture_id, completed=False, error="client disconnected",
-                                 llm={"model": "m"})).encode(),
+        data=json.dumps(
+            document(capture_id, completed=False, error="client disconnected", llm={"model": "m"})
+        ).encode(),
     )
     assert response.code == 200
     await response.content()
@@ -126,7 +132,8 @@ async def test_bad_upload_paths_write_nothing(
     capture_id = str(uuid.uuid4())
     path = path.replace("{ID}", capture_id.upper()).replace("{id}", capture_id)
     response = await http.put(
-        logserver_url(host, path), data=b"x",
+        logserver_url(host, path),
+        data=b"x",
         headers={"X-Logproxy-Metadata": json.dumps(document(capture_id))},
     )
     assert response.code == code
@@ -140,11 +147,18 @@ async def test_bad_upload_paths_write_nothing(
     [
         (None, 400),
         ("not json", 400),
-        ('{"metadata": {"id": "other", "request_started_at": "%s"}}' % STARTED, 400),
+        (f'{{"metadata": {{"id": "other", "request_started_at": "{STARTED}"}}}}', 400),
         ('{"metadata": {"id": "{id}"}}', 400),  # no start time
         ('{"metadata": {"id": "{id}", "request_started_at": "yesterday"}}', 400),
-        ('{"stream_type": "request", "metadata": {"id": "{id}", "request_started_at": "%s"}}'
-         % STARTED, 400),
+        (
+            json.dumps(
+                {
+                    "stream_type": "request",
+                    "metadata": {"id": "{id}", "request_started_at": STARTED},
+                }
+            ),
+            400,
+        ),
     ],
 )
 @pytest_twisted.ensureDeferred
@@ -153,9 +167,12 @@ async def test_bad_metadata_writes_nothing(
 ) -> None:
     host = log_host(tmp_path, services)
     capture_id = str(uuid.uuid4())
-    headers = {} if metadata is None else {"X-Logproxy-Metadata": metadata.replace("{id}", capture_id)}
-    response = await http.put(logserver_url(host, f"/{capture_id}/response"), data=b"x",
-                              headers=headers)
+    headers = (
+        {} if metadata is None else {"X-Logproxy-Metadata": metadata.replace("{id}", capture_id)}
+    )
+    response = await http.put(
+        logserver_url(host, f"/{capture_id}/response"), data=b"x", headers=headers
+    )
     assert response.code == code
     await response.content()
     assert not list((tmp_path / "logs").rglob("*.bin")) if (tmp_path / "logs").exists() else True
@@ -190,8 +207,9 @@ async def test_token_required_everywhere_but_health(
         response = await http.get(logserver_url(host, path))
         assert response.code == 401, path
         await response.content()
-    response = await http.get(logserver_url(host, "/metrics"),
-                              headers={"Authorization": "Bearer s3cret"})
+    response = await http.get(
+        logserver_url(host, "/metrics"), headers={"Authorization": "Bearer s3cret"}
+    )
     assert response.code == 200
     assert b"logproxy_requests_total" in await response.content() or True
     response = await http.get(logserver_url(host, "/metrics?token=s3cret"))
@@ -199,9 +217,12 @@ async def test_token_required_everywhere_but_health(
     await response.content()
     capture_id = str(uuid.uuid4())
     response = await http.put(
-        logserver_url(host, f"/{capture_id}/response"), data=b"x",
-        headers={"X-Logproxy-Metadata": json.dumps(document(capture_id)),
-                 "Authorization": "Bearer wrong"},
+        logserver_url(host, f"/{capture_id}/response"),
+        data=b"x",
+        headers={
+            "X-Logproxy-Metadata": json.dumps(document(capture_id)),
+            "Authorization": "Bearer wrong",
+        },
     )
     assert response.code == 401
     await response.content()
@@ -212,8 +233,11 @@ async def test_token_required_everywhere_but_health(
 async def test_health_and_metrics(
     tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
 ) -> None:
-    config = make_config(tmp_path, {"mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"}},
-                         logging_server={"port": free_port()})
+    config = make_config(
+        tmp_path,
+        {"mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"}},
+        logging_server={"port": free_port()},
+    )
     service = start_service(config)
     services.append(service)
     response = await http.get(logserver_url(service, "/health"))
@@ -236,13 +260,24 @@ async def test_health_and_metrics(
 async def _send_both(http: HTTPClient, proxy: Any) -> list[str]:
     """A deterministic streaming and non-streaming pair through ``proxy``; their ids."""
     ids = []
-    body = {"model": "m", "messages": [{"role": "user", "content": "same every time"}],
-            "stream": True, "mock": {"chunks": 3}}
-    for path, payload in (("/helpers/echo", b"fixed body"),
-                          ("/mock/chat/completions", json.dumps(body).encode())):
-        response = await http.post(proxy_url(proxy, path), data=payload,
-                                   headers={"Authorization": "Bearer sk-abcdefghijklmnopqrstuvwxyz",
-                                            "Content-Type": "application/json"})
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "same every time"}],
+        "stream": True,
+        "mock": {"chunks": 3},
+    }
+    for path, payload in (
+        ("/helpers/echo", b"fixed body"),
+        ("/mock/chat/completions", json.dumps(body).encode()),
+    ):
+        response = await http.post(
+            proxy_url(proxy, path),
+            data=payload,
+            headers={
+                "Authorization": "Bearer sk-abcdefghijklmnopqrstuvwxyz",
+                "Content-Type": "application/json",
+            },
+        )
         assert response.code == 200
         await response.content()
         ids.append(response.headers.getRawHeaders("X-Logproxy-Id")[0])
@@ -264,13 +299,19 @@ def _normalise(data: bytes, capture_id: str) -> bytes:
 async def test_remote_mode_writes_the_same_files_as_local_mode(
     tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
 ) -> None:
-    routes = {"mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"},
-              "helpers": {"pattern": "/helpers/", "destination": f"{mock_upstream}/mock/"}}
+    routes = {
+        "mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"},
+        "helpers": {"pattern": "/helpers/", "destination": f"{mock_upstream}/mock/"},
+    }
     host = log_host(tmp_path / "host", services, token="tok")
-    remote = start_service(make_config(
-        tmp_path / "remote", routes, logging_server={"port": 0},
-        logging={"server_url": logserver_url(host).rstrip("/"), "server_token": "tok"},
-    ))
+    remote = start_service(
+        make_config(
+            tmp_path / "remote",
+            routes,
+            logging_server={"port": 0},
+            logging={"server_url": logserver_url(host).rstrip("/"), "server_token": "tok"},
+        )
+    )
     services.append(remote)
     local = start_service(make_config(tmp_path / "local", routes))
     services.append(local)
@@ -302,13 +343,21 @@ async def test_remote_mode_with_a_dead_log_host_never_fails_the_request(
     dead_port = dead.getHost().port
     await dead.stopListening()
     routes = {"mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"}}
-    remote = start_service(make_config(
-        tmp_path, routes, logging={"server_url": f"http://127.0.0.1:{dead_port}"},
-    ))
+    remote = start_service(
+        make_config(
+            tmp_path,
+            routes,
+            logging={"server_url": f"http://127.0.0.1:{dead_port}"},
+        )
+    )
     services.append(remote)
     response = await with_timeout(http.get(proxy_url(remote, "/mock/models")), 5, "response")
     assert response.code == 200
     assert (await response.json())["data"]
-    text = await wait_for(lambda: 'capture_errors_total{kind="upload"}' in remote.metrics.render().decode()
-                          and remote.metrics.render().decode())
+    text = await wait_for(
+        lambda: (
+            'capture_errors_total{kind="upload"}' in remote.metrics.render().decode()
+            and remote.metrics.render().decode()
+        )
+    )
     assert text

@@ -8,9 +8,6 @@ import json
 from typing import Any
 
 import pytest_twisted
-import treq
-from treq.client import HTTPClient
-from treq.client import HTTPClient
 from support import (
     RawServer,
     connect_raw,
@@ -23,6 +20,7 @@ from support import (
     wait_for,
     with_timeout,
 )
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
@@ -30,8 +28,10 @@ KEY = "sk-test-0123456789abcdefghijWXYZ"
 
 
 def mock_routes(upstream: str, **extra: Any) -> dict[str, Any]:
-    return {"mock": {"pattern": "/mock/", "destination": f"{upstream}/v1/", **extra},
-            "helpers": {"pattern": "/helpers/", "destination": f"{upstream}/mock/"}}
+    return {
+        "mock": {"pattern": "/mock/", "destination": f"{upstream}/v1/", **extra},
+        "helpers": {"pattern": "/helpers/", "destination": f"{upstream}/mock/"},
+    }
 
 
 def start_proxy(tmp_path: Any, services: list[Any], routes: dict[str, Any], **kw: Any) -> Any:
@@ -51,7 +51,8 @@ async def test_chat_completion_is_relayed_and_captured(
     proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream))
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     response = await http.post(
-        proxy_url(proxy, "/mock/chat/completions?x=1"), json=body,
+        proxy_url(proxy, "/mock/chat/completions?x=1"),
+        json=body,
         headers={"Authorization": f"Bearer {KEY}"},
     )
     assert response.code == 200
@@ -68,9 +69,10 @@ async def test_chat_completion_is_relayed_and_captured(
     names = {name.lower(): value for name, value in headers}
     assert names[b"authorization"].startswith(b"<redacted>")
     assert KEY.encode() not in request_bin
-    assert names[b"x-proxy-path"] == proxy_url(proxy, "/mock/chat/completions?x=1").replace(
-        "127.0.0.1", "127.0.0.1"
-    ).encode()
+    assert (
+        names[b"x-proxy-path"]
+        == proxy_url(proxy, "/mock/chat/completions?x=1").replace("127.0.0.1", "127.0.0.1").encode()
+    )
     meta = request_meta["metadata"]
     assert meta["id"] == capture_id
     assert meta["route"] == "mock" and meta["pattern"] == "/mock/"
@@ -86,8 +88,10 @@ async def test_chat_completion_is_relayed_and_captured(
     assert response_meta["metadata"]["upstream_header_duration_ms"] > 0
     assert response_meta["bytes_written"] == len(response_bin)
     # the four names share the request's start time
-    names_ = sorted(p.rsplit("/", 1)[1] for p in __import__("glob").glob(
-        f"{log_dir(tmp_path)}/*/*{capture_id}*"))
+    names_ = sorted(
+        p.rsplit("/", 1)[1]
+        for p in __import__("glob").glob(f"{log_dir(tmp_path)}/*/*{capture_id}*")
+    )
     assert len(names_) == 4 and len({n.split("_")[0] + n.split("_")[1] for n in names_}) == 1
 
 
@@ -123,12 +127,17 @@ async def test_headers_forwarded_hop_by_hop_dropped_host_rewritten(
 async def test_error_responses_carry_id_and_json(
     tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
 ) -> None:
-    dead = reactor.listenTCP(0, __import__("twisted.internet.protocol", fromlist=["Factory"])
-                             .Factory(), interface="127.0.0.1")
+    dead = reactor.listenTCP(
+        0,
+        __import__("twisted.internet.protocol", fromlist=["Factory"]).Factory(),
+        interface="127.0.0.1",
+    )
     dead_port = dead.getHost().port
     await dead.stopListening()
-    routes = {"down": {"pattern": "/down/", "destination": f"http://127.0.0.1:{dead_port}/"},
-              **mock_routes(mock_upstream)}
+    routes = {
+        "down": {"pattern": "/down/", "destination": f"http://127.0.0.1:{dead_port}/"},
+        **mock_routes(mock_upstream),
+    }
     proxy = start_proxy(tmp_path, services, routes, server={"not_found": "/404/"})
 
     response = await http.post(proxy_url(proxy, "/down/chat"), json={"a": 1})
@@ -195,7 +204,9 @@ async def test_request_body_streams_upstream_before_client_finishes(
 ) -> None:
     upstream = RawServer()
     try:
-        proxy = start_proxy(tmp_path, services, {"raw": {"pattern": "/raw/", "destination": upstream.url}})
+        proxy = start_proxy(
+            tmp_path, services, {"raw": {"pattern": "/raw/", "destination": upstream.url}}
+        )
         client = await connect_raw(proxy.proxy_port.getHost().port)
         client.transport.write(
             b"POST /raw/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -223,7 +234,9 @@ async def test_sse_events_reach_the_client_one_by_one(tmp_path: Any, services: l
     events back would deadlock here (and the test would time out)."""
     upstream = RawServer()
     try:
-        proxy = start_proxy(tmp_path, services, {"raw": {"pattern": "/raw/", "destination": upstream.url}})
+        proxy = start_proxy(
+            tmp_path, services, {"raw": {"pattern": "/raw/", "destination": upstream.url}}
+        )
         client = await connect_raw(proxy.proxy_port.getHost().port)
         client.transport.write(b"GET /raw/events HTTP/1.1\r\nHost: x\r\n\r\n")
         peer = await with_timeout(upstream.peer_d, 5, "upstream connection")
@@ -264,12 +277,19 @@ async def test_gzip_both_ways_passes_through_and_is_captured_decoded(
     tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
 ) -> None:
     proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream))
-    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "zip me " * 50}],
-                       "mock": {"gzip": True}}).encode()
+    body = json.dumps(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "zip me " * 50}],
+            "mock": {"gzip": True},
+        }
+    ).encode()
     compressed = gzip.compress(body)
     response, raw = await raw_request(
-        b"POST", proxy_url(proxy, "/mock/chat/completions"),
-        {b"Content-Type": [b"application/json"], b"Content-Encoding": [b"gzip"]}, compressed,
+        b"POST",
+        proxy_url(proxy, "/mock/chat/completions"),
+        {b"Content-Type": [b"application/json"], b"Content-Encoding": [b"gzip"]},
+        compressed,
     )
     assert response.code == 200
     assert response.headers.getRawHeaders(b"Content-Encoding") == [b"gzip"]
@@ -290,7 +310,8 @@ async def test_gzip_both_ways_passes_through_and_is_captured_decoded(
 
     # upstream got the compressed bytes unchanged
     echo = await http.post(
-        proxy_url(proxy, "/helpers/echo"), data=compressed,
+        proxy_url(proxy, "/helpers/echo"),
+        data=compressed,
         headers={"Content-Encoding": "gzip"},
     )
     assert (await echo.json())["body_sha256"] == hashlib.sha256(compressed).hexdigest()
@@ -302,7 +323,8 @@ async def test_undecodable_body_is_stored_as_received(
 ) -> None:
     proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream))
     response = await http.post(
-        proxy_url(proxy, "/helpers/echo"), data=b"not gzip at all",
+        proxy_url(proxy, "/helpers/echo"),
+        data=b"not gzip at all",
         headers={"Content-Encoding": "gzip"},
     )
     await response.content()
@@ -320,8 +342,12 @@ async def test_undecodable_body_is_stored_as_received(
 async def test_redact_headers_replaces_the_default_list(
     tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
 ) -> None:
-    proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream),
-                        logging={"redact_headers": ["x-custom-secret"]})
+    proxy = start_proxy(
+        tmp_path,
+        services,
+        mock_routes(mock_upstream),
+        logging={"redact_headers": ["x-custom-secret"]},
+    )
     response = await http.get(
         proxy_url(proxy, "/helpers/echo"),
         headers={"X-Custom-Secret": "hunter2hunter2", "Authorization": "Bearer visible"},
@@ -358,11 +384,14 @@ async def test_upstream_connections_are_reused(
 ) -> None:
     upstream = RawServer()
     try:
-        proxy = start_proxy(tmp_path, services, {"raw": {"pattern": "/raw/", "destination": upstream.url}})
+        proxy = start_proxy(
+            tmp_path, services, {"raw": {"pattern": "/raw/", "destination": upstream.url}}
+        )
         for n in range(3):
             d = http.get(proxy_url(proxy, f"/raw/{n}"))
-            await wait_for(lambda n=n: upstream.peers and f"GET /{n} ".encode()
-                           in upstream.peers[-1].received)
+            await wait_for(
+                lambda n=n: upstream.peers and f"GET /{n} ".encode() in upstream.peers[-1].received
+            )
             upstream.peers[-1].transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
             response = await d
             assert await response.content() == b"x"
@@ -397,15 +426,15 @@ async def test_http10_client_gets_a_close_delimited_body(
     client = await connect_raw(proxy.proxy_port.getHost().port)
     client.transport.write(b"GET /helpers/sse?events=3 HTTP/1.0\r\nHost: x\r\n\r\n")
     await with_timeout(client.lost_d, 5, "connection close")
-    assert client.received.startswith(b"HTTP/1.0 200") or client.received.startswith(b"HTTP/1.1 200")
+    assert client.received.startswith(b"HTTP/1.0 200") or client.received.startswith(
+        b"HTTP/1.1 200"
+    )
     assert b"Transfer-Encoding" not in client.received
     assert client.received.count(b"data:") == 3
 
 
 @pytest_twisted.ensureDeferred
-async def test_expect_100_continue(
-    tmp_path: Any, mock_upstream: str, services: list[Any]
-) -> None:
+async def test_expect_100_continue(tmp_path: Any, mock_upstream: str, services: list[Any]) -> None:
     proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream))
     client = await connect_raw(proxy.proxy_port.getHost().port)
     client.transport.write(
@@ -421,8 +450,9 @@ async def test_expect_100_continue(
 
 @pytest_twisted.ensureDeferred
 async def test_max_body_size(tmp_path: Any, mock_upstream: str, services: list[Any]) -> None:
-    proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream),
-                        server={"max_body_size": 10})
+    proxy = start_proxy(
+        tmp_path, services, mock_routes(mock_upstream), server={"max_body_size": 10}
+    )
     port = proxy.proxy_port.getHost().port
     client = await connect_raw(port)
     client.transport.write(b"POST /helpers/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")

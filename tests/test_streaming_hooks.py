@@ -31,7 +31,7 @@ class Recorder:
 class RecordingRequest(StreamingRequestMixin):
     receiver = Recorder()
 
-    def bodyStarted(self, length: int | None) -> Recorder:  # noqa: N802
+    def bodyStarted(self, length: int | None) -> Recorder:
         self.receiver.events.append(("started", self.method, self.uri, self.clientproto, length))
         return self.receiver
 

@@ -30,16 +30,25 @@ def make_ca_and_leaf(tmp_path: Any) -> tuple[str, bytes]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
-        .subject_name(_name("logproxy test CA")).issuer_name(_name("logproxy test CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(_name("logproxy test CA"))
+        .issuer_name(_name("logproxy test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .sign(ca_key, hashes.SHA256())
@@ -47,8 +56,10 @@ def make_ca_and_leaf(tmp_path: Any) -> tuple[str, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(_name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
@@ -62,7 +73,8 @@ def make_ca_and_leaf(tmp_path: Any) -> tuple[str, bytes]:
     ca_path = tmp_path / "ca.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ) + leaf.public_bytes(serialization.Encoding.PEM)
     return str(ca_path), pem
@@ -102,7 +114,10 @@ async def test_private_ca_is_trusted_only_by_its_route(
 
 @pytest_twisted.ensureDeferred
 async def test_ssl_cert_file_is_honoured(
-    tmp_path: Any, tls_upstream: tuple[str, str], http: HTTPClient, services: list[Any],
+    tmp_path: Any,
+    tls_upstream: tuple[str, str],
+    http: HTTPClient,
+    services: list[Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base, ca_path = tls_upstream

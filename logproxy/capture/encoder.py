@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from logproxy.capture.decode import CappedDecoder, DecodeError, Decoder, make_decoder
+from logproxy.capture.decode import CappedDecoder, DecodeError, make_decoder
 from logproxy.capture.model import StreamHead
 
 PROBE_LIMIT = 256 * 1024
@@ -39,7 +39,7 @@ class StreamEncoder:
         self._out = out
         self.decode_error: str | None = None
         self.bytes_out = 0
-        self._decoder: Decoder | None = None
+        self._decoder: CappedDecoder | None = None
         # Before the head is written: raw input and decoded output held back.
         self._probing = False
         self._held_raw: list[bytes] = []

@@ -27,8 +27,19 @@ CAPTURE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 #: Top-level fields of a stream document that the writer computes itself.
 COMPUTED_FIELDS = frozenset(
-    {"format_version", "stream_type", "metadata", "started_at", "completed_at", "duration_ms",
-     "bytes_written", "completed", "error", "filename", "capture_error"}
+    {
+        "format_version",
+        "stream_type",
+        "metadata",
+        "started_at",
+        "completed_at",
+        "duration_ms",
+        "bytes_written",
+        "completed",
+        "error",
+        "filename",
+        "capture_error",
+    }
 )
 
 
@@ -123,7 +134,9 @@ class StreamHead:
     content_encoding: str | None
     extra: list[tuple[bytes, bytes]]
 
-    def block(self, redact_names: frozenset[bytes], decoded: bool, decode_error: str | None) -> bytes:
+    def block(
+        self, redact_names: frozenset[bytes], decoded: bool, decode_error: str | None
+    ) -> bytes:
         """The header block as stored: without ``Content-Encoding`` when the body was
         decoded; with an ``X-Decompression-Error`` line when decoding failed."""
         headers = without(self.headers, b"content-encoding") if decoded else self.headers

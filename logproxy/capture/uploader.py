@@ -13,12 +13,12 @@ from typing import Any
 
 import treq
 from treq.client import HTTPClient
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
@@ -78,19 +78,19 @@ class StreamBody:
         self._ended = True
         self._flush()
 
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         self._flush()
         return self._done
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self._paused = True
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self._paused = False
         self._flush()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self._stopped = True
         self._buffer = []
         self._buffered = 0
@@ -128,11 +128,17 @@ class RemoteStream:
         self._started_at = now()
         self._body = StreamBody(store.buffer_size)
         doc = stream_document(
-            self._name.kind, self._name, exchange, started_at=self._started_at,
-            completed_at=None, bytes_written=0, completed=False, error=None,
+            self._name.kind,
+            self._name,
+            exchange,
+            started_at=self._started_at,
+            completed_at=None,
+            bytes_written=0,
+            completed=False,
+            error=None,
         )
-        headers = dict(store.headers)
-        headers[b"X-Logproxy-Metadata"] = [json.dumps(doc, separators=(",", ":")).encode()]
+        headers = store.headers.copy()
+        headers.setRawHeaders(b"X-Logproxy-Metadata", [json.dumps(doc, separators=(",", ":"))])
         if head is not None:
             self._encoder = StreamEncoder(head, store.redact, store.max_decoded, self._send)
         d = store.client.put(self._url(), data=self._body, headers=headers)
@@ -168,9 +174,15 @@ class RemoteStream:
             self._store.metrics.capture_bytes_lost.inc(body.dropped)
             self._store.metrics.capture_errors.labels("upload_dropped").inc()
         self._final = stream_document(
-            self._name.kind, self._name, exchange, started_at=self._started_at,
-            completed_at=now(), bytes_written=self._bytes - body.dropped,
-            completed=error is None, error=error, extra=info,
+            self._name.kind,
+            self._name,
+            exchange,
+            started_at=self._started_at,
+            completed_at=now(),
+            bytes_written=self._bytes - body.dropped,
+            completed=error is None,
+            error=error,
+            extra=info,
         )
         body.end()
 
@@ -182,8 +194,8 @@ class RemoteStream:
         final = self._final
         if final is None:
             return d
-        headers = dict(self._store.headers)
-        headers[b"Content-Type"] = [b"application/json"]
+        headers = self._store.headers.copy()
+        headers.setRawHeaders(b"Content-Type", [b"application/json"])
         put = self._store.client.put(
             self._url("/metadata"), data=json.dumps(final).encode(), headers=headers
         )
@@ -212,8 +224,14 @@ class RemoteStore:
     """Captures sent to ``logging.server_url`` (implements ``CaptureStore``)."""
 
     def __init__(
-        self, reactor: Any, base_url: str, token: str, redact: frozenset[bytes],
-        max_decoded: int, buffer_size: int, metrics: Metrics,
+        self,
+        reactor: Any,
+        base_url: str,
+        token: str,
+        redact: frozenset[bytes],
+        max_decoded: int,
+        buffer_size: int,
+        metrics: Metrics,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.redact = redact
@@ -223,9 +241,9 @@ class RemoteStore:
         self.pool = QuietPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 64
         self.client = HTTPClient(Agent(reactor, pool=self.pool))
-        self.headers: dict[bytes, list[bytes]] = {}
+        self.headers = Headers()
         if token:
-            self.headers[b"Authorization"] = [b"Bearer " + token.encode()]
+            self.headers.setRawHeaders(b"Authorization", [b"Bearer " + token.encode()])
         self.pending: set[Deferred[Any]] = set()
         self._reported: set[str] = set()
 
@@ -241,9 +259,7 @@ class RemoteStore:
     def stop(self) -> Deferred[None]:
         """Let uploads in flight finish, then close the connections."""
         pending = list(self.pending)
-        d: Deferred[Any] = (
-            DeferredList(pending, consumeErrors=True) if pending else succeed(None)
-        )
+        d: Deferred[Any] = DeferredList(pending, consumeErrors=True) if pending else succeed(None)
         d.addBoth(lambda _: self.pool.closeCachedConnections())
         d.addBoth(lambda _: None)
         return d

@@ -10,6 +10,7 @@ much it lost (``truncated``/``bytes_lost``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -130,10 +131,8 @@ class WriterThread:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, set()
         for f in dirty:
-            try:
+            with contextlib.suppress(OSError, ValueError):  # the owning job reports it
                 f.flush()
-            except (OSError, ValueError):
-                pass  # reported by the job that owns the file
 
     def _finished(self) -> None:
         assert self._stopped is not None
@@ -199,10 +198,8 @@ class FileJob:
             self._report(self.name.capture_id, self.capture_error)
         if self._file is not None:
             self._writer.forget(self._file)
-            try:
+            with contextlib.suppress(OSError):
                 self._file.close()
-            except OSError:
-                pass
             self._file = None
 
     def open(self, args: tuple[Metadata, float, StreamHead | None, Metadata | None]) -> None:
@@ -265,7 +262,10 @@ class FileJob:
         self.done = True
 
     def _write_metadata(
-        self, completed_at: float | None, completed: bool, error: str | None,
+        self,
+        completed_at: float | None,
+        completed: bool,
+        error: str | None,
         extra: Metadata | None,
     ) -> None:
         doc = stream_document(

@@ -26,7 +26,7 @@ the body as a new request. Subclasses finish only after ``body_complete``.
 from __future__ import annotations
 
 from io import BytesIO
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.web import http
 
@@ -61,12 +61,12 @@ class StreamingRequestMixin(http.Request):
     body_receiver: BodyReceiver | None = None
     body_done: bool = False
 
-    def gotLength(self, length: int | None) -> None:  # noqa: N802 (Twisted hook)
+    def gotLength(self, length: int | None) -> None:
         channel = self.channel
         self.method = channel._command
         self.uri = channel._path
         self.clientproto = channel._version
-        self.path, _, query = self.uri.partition(b"?")
+        self.path, _, _query = self.uri.partition(b"?")
         self.args = {}
         self.body_receiver = self.bodyStarted(length)
         if self.body_receiver is None:
@@ -75,18 +75,18 @@ class StreamingRequestMixin(http.Request):
             # Twisted's _cleanup() and connectionLost() close self.content.
             self.content = BytesIO()
 
-    def bodyStarted(self, length: int | None) -> BodyReceiver | None:  # noqa: N802
+    def bodyStarted(self, length: int | None) -> BodyReceiver | None:
         """Headers are in; return the receiver for the body (or ``None`` to buffer)."""
         raise NotImplementedError
 
-    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (Twisted hook)
+    def handleContentChunk(self, data: bytes) -> None:
         receiver = self.body_receiver
         if receiver is None:
             super().handleContentChunk(data)
         else:
             receiver.body_chunk(data)
 
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.body_done = True
         receiver = self.body_receiver
         if receiver is None:
@@ -99,15 +99,19 @@ class StreamingRequestMixin(http.Request):
         """The client connection is gone: write/finish/unregisterProducer must not be called."""
         return bool(self._disconnected)
 
+    def _client_transport(self) -> Any:
+        """The client's TCP (or TLS) transport, or ``None`` once disconnected."""
+        return self.channel.transport if self.channel is not None else None
+
     def pause_reading(self) -> None:
         """Stop reading the client's socket (upload backpressure)."""
-        transport = self.channel.transport if self.channel is not None else None
+        transport = self._client_transport()
         if transport is not None:
             transport.pauseProducing()
 
     def resume_reading(self) -> None:
         """Resume reading the client's socket."""
-        transport = self.channel.transport if self.channel is not None else None
+        transport = self._client_transport()
         if transport is not None:
             transport.resumeProducing()
 
@@ -124,6 +128,6 @@ class StreamingRequestMixin(http.Request):
 
     def abort_connection(self) -> None:
         """Drop the client connection without a clean end of the response."""
-        transport = self.channel.transport if self.channel is not None else None
+        transport = self._client_transport()
         if transport is not None:
             transport.abortConnection()

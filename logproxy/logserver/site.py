@@ -62,11 +62,11 @@ class LogRequest(StreamingRequestMixin, server.Request):
 
     @property
     def state(self) -> LogServerState:
-        state: LogServerState = self.channel.site.state
-        return state
+        site: LogServerSite = self.channel.site  # type: ignore[attr-defined]
+        return site.state
 
-    def bodyStarted(self, length: int | None) -> BodyReceiver | None:  # noqa: N802
-        self.site = self.channel.site
+    def bodyStarted(self, length: int | None) -> BodyReceiver | None:
+        self.site = self.channel.site  # type: ignore[attr-defined]
         if self.uri.startswith(b"/") and b"?" in self.uri:
             from twisted.web.http import parse_qs
 
@@ -118,7 +118,7 @@ class LogRequest(StreamingRequestMixin, server.Request):
         if self.body_done:
             self.finish()
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         if self.upload is not None:
             self.upload.connection_lost()
@@ -131,7 +131,7 @@ class JSONResource(Resource):
         super().__init__()
         self._body = json.dumps(payload).encode()
 
-    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         return self._body
 
@@ -143,7 +143,7 @@ class MetricsResource(Resource):
         super().__init__()
         self._state = state
 
-    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
         return self._state.metrics.render()
 
@@ -157,7 +157,7 @@ class CaptureMetadataResource(Resource):
         super().__init__()
         self._state = state
 
-    def render_PUT(self, request: LogRequest) -> bytes | int:  # noqa: N802
+    def render_PUT(self, request: LogRequest) -> bytes | int:
         target = parse_target(request.path)
         if target is None or not target[2]:
             return _json_error(request, 404, "no such resource")
@@ -190,7 +190,7 @@ class CaptureMetadataResource(Resource):
         else:
             request.respond_json(500, {"error": "cannot write metadata"})
 
-    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: server.Request) -> bytes:
         return _json_error(request, 405, "use PUT")
 
 
@@ -205,12 +205,12 @@ class _Root(Resource):
         super().__init__()
         self._captures = CaptureMetadataResource(state)
 
-    def getChild(self, path: bytes, request: server.Request) -> resource.IResource:  # noqa: N802
+    def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
         if request.method == b"PUT":
             return self._captures
         return resource.NoResource("no such resource")
 
-    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps(
             {"service": "logproxy logging server", "health": "/health", "metrics": "/metrics"}
@@ -238,12 +238,13 @@ class LogServerSite(server.Site):
         self.state = state
         self.noisy = False
 
-    def getResourceFor(self, request: server.Request) -> resource.IResource:  # noqa: N802
+    def getResourceFor(self, request: server.Request) -> resource.IResource:
         if request.path != b"/health" and not authorized(request, self.state.token):
             return _Unauthorized()
-        return super().getResourceFor(request)
+        found: resource.IResource = super().getResourceFor(request)
+        return found
 
-    def startFactory(self) -> None:  # noqa: N802
+    def startFactory(self) -> None:
         pass  # no access-log clock timer
 
     def log(self, request: Any) -> None:

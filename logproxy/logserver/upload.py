@@ -130,7 +130,11 @@ class Upload:
     """
 
     def __init__(
-        self, state: LogServerState, request: LogRequest, capture_id: str, kind: StreamKind,
+        self,
+        state: LogServerState,
+        request: LogRequest,
+        capture_id: str,
+        kind: StreamKind,
         doc: Document,
     ) -> None:
         self._state = state
@@ -142,8 +146,11 @@ class Upload:
         self._ended = False
         self._paused = False
         self._job = FileJob(
-            state.writer, state.log_dir, CaptureName(capture_id, doc.started, kind),
-            self._report, None,
+            state.writer,
+            state.log_dir,
+            CaptureName(capture_id, doc.started, kind),
+            self._report,
+            None,
         )
 
     def _report(self, capture_id: str, message: str) -> None:
@@ -269,9 +276,14 @@ class MetadataUpdate:
         if error is None and not doc.completed:
             error = "incomplete"
         new = stream_document(
-            self._name.kind, self._name, doc.exchange,
-            started_at=doc.started_at, completed_at=finished, bytes_written=size,
-            completed=was_whole and doc.completed and error is None, error=error,
+            self._name.kind,
+            self._name,
+            doc.exchange,
+            started_at=doc.started_at,
+            completed_at=finished,
+            bytes_written=size,
+            completed=was_whole and doc.completed and error is None,
+            error=error,
             extra={**doc.extra, "capture_error": previous.get("capture_error")},
         )
         try:

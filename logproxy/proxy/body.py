@@ -55,7 +55,7 @@ class RequestBodyProducer:
 
     # IBodyProducer, called by the Agent
 
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         pending, self._pending = self._pending, []
         self._pending_size = 0
@@ -69,15 +69,15 @@ class RequestBodyProducer:
             self._finished.callback(None)
         return self._finished
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self._paused = True
         self._set_client_paused(True)
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self._paused = False
         self._set_client_paused(False)
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self._stopped = True
         self._consumer = None
         self._pending = []

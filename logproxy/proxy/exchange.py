@@ -138,8 +138,10 @@ class Exchange:
         if not uri.startswith(b"/") or request.method == b"CONNECT":
             self._open_capture(ctx.capture_unmatched, None)
             self._local_response(
-                400, b"Bad Request", b"Absolute-form and CONNECT requests are not served: "
-                b"this is a reverse proxy.\n", close=True,
+                400,
+                b"Bad Request",
+                b"Absolute-form and CONNECT requests are not served: this is a reverse proxy.\n",
+                close=True,
             )
             return
         raw_path, _, query = uri.partition(b"?")
@@ -157,17 +159,23 @@ class Exchange:
         if isinstance(result, Redirect):
             location = result.location.encode("utf-8", "surrogateescape")
             self._local_response(
-                301, b"Moved Permanently", b"Moved Permanently: " + location + b"\n",
+                301,
+                b"Moved Permanently",
+                b"Moved Permanently: " + location + b"\n",
                 extra=[(b"Location", location)],
             )
         elif isinstance(result, MethodNotAllowed):
             self._local_response(
-                405, b"Method Not Allowed", b"Method Not Allowed\n",
+                405,
+                b"Method Not Allowed",
+                b"Method Not Allowed\n",
                 extra=[(b"Allow", ", ".join(result.allow).encode())],
             )
         else:  # NotFound, or the not_found subtree
             self._local_response(
-                404, b"Not Found", f"No route found for {path_text}\n".encode(),
+                404,
+                b"Not Found",
+                f"No route found for {path_text}\n".encode(),
             )
 
     def _source_url(self, host: bytes | None, uri: bytes) -> str:
@@ -195,8 +203,11 @@ class Exchange:
         if ctx.console:
             console.emit(
                 console.start_line(
-                    self.short_id, self.method, request.uri.decode("utf-8", "replace"),
-                    target, route.name,
+                    self.short_id,
+                    self.method,
+                    request.uri.decode("utf-8", "replace"),
+                    target,
+                    route.name,
                 )
             )
         pairs = forwardable(request.requestHeaders.getAllRawHeaders(), drop=REQUEST_SET_BY_PROXY)
@@ -233,11 +244,13 @@ class Exchange:
         host = dest.host if ":" not in dest.host else f"[{dest.host}]"
         default_port = 443 if dest.scheme == "https" else 80
         host_line = host if dest.port == default_port else f"{host}:{dest.port}"
-        headers = [(b"Host", host_line.encode())] + pairs
+        headers = [(b"Host", host_line.encode()), *pairs]
         if self.length is not None:
             headers.append((b"Content-Length", str(self.length).encode()))
         return StreamHead(
-            start_line=self.request.method + b" " + self.target_url.encode("utf-8", "replace")
+            start_line=self.request.method
+            + b" "
+            + self.target_url.encode("utf-8", "replace")
             + b" HTTP/1.1",
             headers=headers,
             content_encoding=self.meta["request_content_encoding"],
@@ -330,8 +343,9 @@ class Exchange:
             self._producer.stopProducing()  # let the client's body drain (and be captured)
         kind = self._timeout_kind
         if kind == "response":
-            code, message = 504, (
-                f"upstream sent no response headers within {self.route_timeout('response')} s"
+            code, message = (
+                504,
+                (f"upstream sent no response headers within {self.route_timeout('response')} s"),
             )
         elif kind == "idle":
             code, message = 408, "request body stalled: idle timeout"
@@ -414,12 +428,12 @@ class Exchange:
         if self.phase is Phase.RECEIVING:
             self.error = reason
             self._json_error(503, f"proxy is shutting down ({reason})", close=True)
-        if self.phase is not Phase.DONE:
-            if self._relay_producer is not None:
-                self._relay_producer.stopProducing()
-                self._relay_producer = None
-            self.request.abort_connection()
-            self._finalize(reason)
+            return  # answered with Connection: close, which ends the exchange
+        if self._relay_producer is not None:
+            self._relay_producer.stopProducing()
+            self._relay_producer = None
+        self.request.abort_connection()
+        self._finalize(reason)
 
     # ---------------------------------------------------------------- local responses
 
@@ -428,14 +442,22 @@ class Exchange:
             {"error": {"message": message, "type": "proxy_error", "request_id": self.id}}
         ).encode()
         self._local_response(
-            code, RESPONSES.get(code, b"Error"), body,
-            content_type=b"application/json", close=close,
+            code,
+            RESPONSES.get(code, b"Error"),
+            body,
+            content_type=b"application/json",
+            close=close,
         )
 
     def _local_response(
-        self, code: int, phrase: bytes, body: bytes, *,
+        self,
+        code: int,
+        phrase: bytes,
+        body: bytes,
+        *,
         extra: list[tuple[bytes, bytes]] | None = None,
-        content_type: bytes = b"text/plain; charset=utf-8", close: bool = False,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        close: bool = False,
     ) -> None:
         """Answer from the proxy itself (301/400/404/405/408/413/502/503/504)."""
         request = self.request
@@ -528,10 +550,13 @@ class Exchange:
         if ctx.console:
             console.emit(
                 console.end_line(
-                    self.short_id, self.status,
+                    self.short_id,
+                    self.status,
                     RESPONSES.get(self.status, b"").decode() if self.status else "-",
-                    self.request_bytes, self.response_bytes,
-                    (ctx.reactor.seconds() - self._t0) * 1000, error,
+                    self.request_bytes,
+                    self.response_bytes,
+                    (ctx.reactor.seconds() - self._t0) * 1000,
+                    error,
                 )
             )
 
@@ -605,8 +630,10 @@ class Exchange:
         if self.req_capture is not None:
             if head is None:
                 head = StreamHead(
-                    start_line=self.request.method + b" "
-                    + self.source_url.encode("utf-8", "replace") + b" HTTP/1.1",
+                    start_line=self.request.method
+                    + b" "
+                    + self.source_url.encode("utf-8", "replace")
+                    + b" HTTP/1.1",
                     headers=forwardable(self.request.requestHeaders.getAllRawHeaders()),
                     content_encoding=self.meta["request_content_encoding"],
                     extra=[(b"X-Proxy-Path", self.source_url.encode("utf-8", "replace"))],
@@ -647,10 +674,10 @@ class Exchange:
 class _Discard(Protocol):
     """Reads and drops a response nobody wants any more."""
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         pass
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         pass
 
 
@@ -685,12 +712,9 @@ def _describe(failure: Failure) -> str:
     """A one-line reason for an upstream failure."""
     if failure.check(CancelledError):
         return "cancelled"
-    if failure.check(ResponseNeverReceived):
-        reasons = failure.value.reasons
-        if reasons:
-            return _describe(reasons[0])
-        return "connection closed before a response"
     reasons = getattr(failure.value, "reasons", None)
+    if failure.check(ResponseNeverReceived) and not reasons:
+        return "connection closed before a response"
     if reasons:
         return _describe(reasons[0])
     value = failure.value

@@ -6,7 +6,7 @@ forwarded, nor any header the ``Connection`` header names.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 HOP_BY_HOP: frozenset[bytes] = frozenset(
     {
@@ -42,7 +42,7 @@ def connection_tokens(values: Iterable[bytes]) -> set[bytes]:
 
 
 def forwardable(
-    headers: Iterable[tuple[bytes, list[bytes]]], drop: frozenset[bytes] = frozenset()
+    headers: Iterable[tuple[bytes, Sequence[bytes]]], drop: frozenset[bytes] = frozenset()
 ) -> RawHeaders:
     """The end-to-end headers among ``headers`` as ``(name, value)`` pairs, in order.
 

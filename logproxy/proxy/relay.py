@@ -24,13 +24,13 @@ class ResponseRelay(Protocol):
     def __init__(self, exchange: Exchange) -> None:
         self._exchange = exchange
 
-    def connectionMade(self) -> None:  # noqa: N802
-        self._exchange.relay_started(self.transport)
+    def connectionMade(self) -> None:
+        self._exchange.relay_started(self.transport)  # type: ignore[arg-type]
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         self._exchange.response_chunk(data)
 
-    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]  # noqa: N802
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         # PotentialDataLoss: a body without Content-Length or chunking, ended by the
         # server closing the connection (HTTP/1.0 style) -- that is its normal end.
         if reason.check(ResponseDone, PotentialDataLoss):

@@ -19,14 +19,14 @@ class ProxyRequest(StreamingRequestMixin):
 
     exchange: Exchange | None = None
 
-    def bodyStarted(self, length: int | None) -> BodyReceiver:  # noqa: N802
+    def bodyStarted(self, length: int | None) -> BodyReceiver:
         ctx: ProxyContext = self.channel.factory.context
         exchange = Exchange(self, ctx, length)
         self.exchange = exchange
         exchange.start()
         return exchange
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         if self.exchange is not None:
             self.exchange.client_gone(reason)
@@ -41,15 +41,16 @@ class ProxyFactory(http.HTTPFactory):
         self.context = context
         self.noisy = False
 
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
-        protocol.requestFactory = ProxyRequest
+        if protocol is not None:
+            protocol.requestFactory = ProxyRequest
         return protocol
 
-    def startFactory(self) -> None:  # noqa: N802
+    def startFactory(self) -> None:
         pass
 
-    def stopFactory(self) -> None:  # noqa: N802
+    def stopFactory(self) -> None:
         pass
 
     def log(self, request: http.Request) -> None:

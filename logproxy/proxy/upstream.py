@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
+
 # IOpenSSLTrustRoot is public API (``optionsForClientTLS(trustRoot=...)`` adapts to it)
 # but only importable from the private module; stable since Twisted 14.
 from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -40,7 +41,7 @@ class SystemTrustPlus:
     def __init__(self, ca_file: str | None) -> None:
         self.ca_file = ca_file
 
-    def _addCACertsToContext(self, context: SSL.Context) -> None:  # noqa: N802 (Twisted API)
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
         context.set_default_verify_paths()
         if self.ca_file:
             context.load_verify_locations(self.ca_file)
