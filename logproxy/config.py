@@ -665,6 +665,9 @@ def _workers(value: object, key: str, ctx: _Ctx) -> int:
     workers = _int(value, key, ctx)
     if workers < 1:
         raise ConfigError(key, f"must be at least 1, got {_show(workers)}")
+    if workers > 1:
+        # Silently running one process when asked for several would be worse than refusing.
+        raise ConfigError(key, "only 1 is supported in this version (multi-process is planned)")
     return workers
 
 

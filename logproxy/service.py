@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from logproxy.capture.sink import CaptureStore
@@ -135,38 +135,45 @@ class LogproxyService(Service):
     # -- running
 
     def privilegedStartService(self) -> None:
-        self._build()
         c = self.config
+        # Bind every socket before anything else: a taken port fails the start before
+        # a single listener (or the writer thread) exists.
+        wanted: list[tuple[str, str, int]] = []
+        if c.server is not None:
+            wanted.append(("proxy", c.server.host, c.server.port))
+        if c.logging_server.port != 0:
+            wanted.append(("logging server", c.logging_server.host, c.logging_server.port))
+        sockets: list[socket.socket] = []
         try:
-            if self.proxy is not None and c.server is not None:
-                self.proxy_port = self._listen(
-                    "proxy", c.server.host, c.server.port, ProxyFactory(self.proxy)
-                )
-            if self.logserver is not None:
-                self.logserver_port = self._listen(
-                    "logging server",
-                    c.logging_server.host,
-                    c.logging_server.port,
-                    LogServerSite(self.logserver),
-                )
+            for what, host, port in wanted:
+                sockets.append(_bind(what, host, port))
         except StartupError:
-            for port in self.ports:
-                port.stopListening()
-            if self.writer is not None:
-                self.writer.stop()
+            for sock in sockets:
+                sock.close()
             raise
+        self._build()
+        for (what, host, _), sock in zip(wanted, sockets, strict=True):
+            factory: Any
+            if what == "proxy":
+                assert self.proxy is not None
+                factory = ProxyFactory(self.proxy)
+            else:
+                assert self.logserver is not None
+                factory = LogServerSite(self.logserver)
+            listening = self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+            sock.close()  # the reactor holds its own duplicate of the descriptor
+            self.ports.append(listening)
+            if what == "proxy":
+                self.proxy_port = listening
+            else:
+                self.logserver_port = listening
+            log.info(
+                "{what} listening on http://{host}:{port}/",
+                what=what,
+                host=host,
+                port=listening.getHost().port,
+            )
         super().privilegedStartService()
-
-    def _listen(self, what: str, host: str, port: int, factory: Any) -> Any:
-        try:
-            listening = self.reactor.listenTCP(port, factory, interface=_interface(host))
-        except CannotListenError as e:
-            reason = e.socketError.strerror if e.socketError else str(e)
-            raise StartupError(f"cannot listen on {host}:{port} for the {what}: {reason}") from None
-        self.ports.append(listening)
-        actual = listening.getHost().port
-        log.info("{what} listening on http://{host}:{port}/", what=what, host=host, port=actual)
-        return listening
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -211,6 +218,25 @@ class LogproxyService(Service):
         return done
 
 
-def _interface(host: str) -> str:
-    """listenTCP wants an address; "localhost" means the IPv4 loopback here."""
-    return "127.0.0.1" if host == "localhost" else host.strip("[]")
+def _bind(what: str, host: str, port: int) -> socket.socket:
+    """A listening socket for ``host:port`` ("localhost" means the IPv4 loopback)."""
+    address = "127.0.0.1" if host == "localhost" else host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise StartupError(
+            f"cannot listen on {host}:{port} for the {what}: {e.strerror or e}"
+        ) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise StartupError(
+            f"cannot listen on {host}:{port} for the {what}: {e.strerror or e}"
+        ) from None
+    return sock

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, NoReturn
 
 from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from logproxy.config import ConfigError, load_config
@@ -29,6 +31,9 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+log = Logger()
+
+
 class _Root(MultiService):
     """Turns a start-up failure (port taken) into one clear line and an exit."""
 
@@ -36,7 +41,22 @@ class _Root(MultiService):
         try:
             super().privilegedStartService()
         except StartupError as e:
+            if _daemonized():
+                # twistd reports an ordinary exception to the waiting parent through its
+                # status pipe ("An error has occurred: ...", 100 bytes at most, hence a
+                # builtin exception without a module prefix); SystemExit would leave the
+                # parent waiting forever.
+                log.error("{message}", message=str(e))
+                raise RuntimeError(str(e)) from None
             _fail(str(e))
+
+
+def _daemonized() -> bool:
+    """twistd without ``-n`` points stderr at /dev/null after forking."""
+    try:
+        return os.path.samestat(os.fstat(2), os.stat(os.devnull))
+    except OSError:
+        return True
 
 
 def makeService(options: Any) -> IService:

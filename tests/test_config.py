@@ -106,7 +106,7 @@ def test_full_example() -> None:
                 "idle_timeout": 1.5,
                 "shutdown_timeout": "1m",
                 "max_body_size": "10MB",
-                "workers": 4,
+                "workers": 1,
             },
             "logging": {
                 "enabled": False,
@@ -132,7 +132,7 @@ def test_full_example() -> None:
         idle_timeout=1.5,
         shutdown_timeout=60.0,
         max_body_size=10_000_000,
-        workers=4,
+        workers=1,
     )
     assert config.logging == LoggingConfig(
         enabled=False,
@@ -382,7 +382,7 @@ def test_substitution(value: str, env: dict[str, str], expected: str) -> None:
 
 
 def test_typed_values_from_variables() -> None:
-    env = {"PORT": "7000", "ON": "false", "T": "2.5", "SIZE": "1KiB", "W": "3"}
+    env = {"PORT": "7000", "ON": "false", "T": "2.5", "SIZE": "1KiB", "W": "1"}
     config = parse(
         {
             "server": {
@@ -398,7 +398,7 @@ def test_typed_values_from_variables() -> None:
     )
     assert config.server is not None
     assert (config.server.port, config.server.connect_timeout) == (7000, 2.5)
-    assert (config.server.max_body_size, config.server.workers) == (1024, 3)
+    assert (config.server.max_body_size, config.server.workers) == (1024, 1)
     assert (config.logging.console, config.logging.enabled) == (False, True)
     assert config.logging_server.port == 0
 
@@ -573,6 +573,10 @@ def test_invalid_env_port_is_reported_even_with_a_flag() -> None:
             "logging_server.port: must be between 0 and 65535, got 70000",
         ),
         ({"server": {"workers": 0}}, "server.workers: must be at least 1, got 0"),
+        (
+            {"server": {"workers": 2}},
+            "server.workers: only 1 is supported in this version (multi-process is planned)",
+        ),
         (
             {"server": {"connect_timeout": 0}},
             "server.connect_timeout: must be greater than 0, got 0",

@@ -45,7 +45,8 @@ def proxy_and_mock(tmp_path: Path) -> Any:
     mock_log = tmp_path / "mock.log"
     mock = subprocess.Popen(
         [sys.executable, "-m", "logproxy.mockllm", "--port", "0"],
-        stderr=mock_log.open("w"), stdout=subprocess.DEVNULL,
+        stderr=mock_log.open("w"),
+        stdout=subprocess.DEVNULL,
     )
     procs = [mock]
     try:
@@ -60,9 +61,18 @@ def proxy_and_mock(tmp_path: Path) -> Any:
         )
         proxy_log = tmp_path / "proxy.log"
         proxy = subprocess.Popen(
-            ["twistd", "-n", "--pidfile=", f"--logfile={proxy_log}", "logproxy",
-             "--config", str(config)],
-            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                "twistd",
+                "-n",
+                "--pidfile=",
+                f"--logfile={proxy_log}",
+                "logproxy",
+                "--config",
+                str(config),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         procs.append(proxy)
         line = wait_line(proxy_log, "proxy listening on", proxy)
