@@ -56,6 +56,16 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.retention_deleted = Counter(
+            "logproxy_retention_deleted_captures",
+            "Captures deleted by logging.retention",
+            registry=r,
+        )
+        self.retention_bytes = Counter(
+            "logproxy_retention_deleted_bytes",
+            "Bytes deleted by logging.retention",
+            registry=r,
+        )
         self.logserver_streams = Counter(
             "logproxy_logserver_streams",
             "Streams received by the logging server, by outcome",

@@ -9,6 +9,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
+from logproxy.capture.retention import RetentionService
 from logproxy.capture.sink import CaptureStore
 from logproxy.capture.uploader import RemoteStore
 from logproxy.capture.writer import LocalStore, WriterThread
@@ -52,7 +53,7 @@ class LogproxyService(Service):
         self.ports: list[Any] = []
         self.proxy_port: Any = None
         self.logserver_port: Any = None
-        self._idle: list[Deferred[None]] = []
+        self.retention: RetentionService | None = None
 
     # -- building
 
@@ -175,11 +176,26 @@ class LogproxyService(Service):
             )
         super().privilegedStartService()
 
+    def startService(self) -> None:
+        super().startService()
+        retention = self.config.logging.retention
+        if retention is not None and self.writer is not None:  # files are written here
+            self.retention = RetentionService(
+                self.config.logging.log_dir,
+                retention.max_age,
+                retention.max_bytes,
+                self.metrics,
+                self.reactor,
+            )
+            self.retention.startService()
+
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
         for port in self.ports:
             yield port.stopListening()
+        if self.retention is not None:
+            yield self.retention.stopService()
         proxy = self.proxy
         if proxy is not None and proxy.exchanges and self.config.server is not None:
             timeout = self.config.server.shutdown_timeout
