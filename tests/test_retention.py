@@ -71,7 +71,7 @@ def test_young_captures_are_never_deleted(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_the_service_runs_retention_at_start(tmp_path: Path, services: list[Any]) -> None:
     log_dir = tmp_path / "logs"
-    old = make_capture(log_dir, time.time() - 40 * 86400)
+    make_capture(log_dir, time.time() - 40 * 86400)
     keep = make_capture(log_dir, time.time() - 86400)
     service = start_service(make_config(tmp_path, {}, logging={"retention": {"max_age": "30d"}}))
     services.append(service)
