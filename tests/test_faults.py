@@ -315,7 +315,8 @@ async def test_graceful_shutdown_lets_streams_finish_then_aborts(
             peer.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         stopped = proxy.stopService()
         # listeners close at once; the first stream finishes within the grace period
-        upstream.peers[0].transport.write(b"3\r\nend\r\n0\r\n\r\n")
+        first = next(p for p in upstream.peers if b"GET /0 " in p.received)
+        first.transport.write(b"3\r\nend\r\n0\r\n\r\n")
         await clients[0].wait_received(b"end\r\n0\r\n\r\n")
         await with_timeout(stopped, 5, "shutdown")
         for client in clients[1:]:

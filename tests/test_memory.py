@@ -40,8 +40,9 @@ def wait_line(path: Path, needle: str, proc: subprocess.Popen[Any], timeout: flo
     raise AssertionError(f"no {needle!r} in {path}")
 
 
-@pytest.fixture
-def proxy_and_mock(tmp_path: Path) -> Any:
+@pytest.fixture(params=["capture on", "capture off"])
+def proxy_and_mock(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    capture = request.param == "capture on"
     mock_log = tmp_path / "mock.log"
     mock = subprocess.Popen(
         [sys.executable, "-m", "logproxy.mockllm", "--port", "0"],
@@ -55,7 +56,7 @@ def proxy_and_mock(tmp_path: Path) -> Any:
         config = tmp_path / "config.yaml"
         config.write_text(
             "server: {port: 0}\n"
-            "logging: {console: false, log_dir: logs}\n"
+            f"logging: {{console: false, log_dir: logs, enabled: {str(capture).lower()}}}\n"
             "logging_server: {port: 0}\n"
             f"routes: {{m: {{pattern: /m/, destination: 'http://127.0.0.1:{mock_port}/mock/'}}}}\n"
         )
@@ -77,7 +78,7 @@ def proxy_and_mock(tmp_path: Path) -> Any:
         procs.append(proxy)
         line = wait_line(proxy_log, "proxy listening on", proxy)
         port = int(line.rsplit(":", 1)[1].strip("/ \n"))
-        yield proxy, port, tmp_path
+        yield proxy, port, tmp_path, capture
     finally:
         for proc in procs:
             proc.terminate()
@@ -89,7 +90,7 @@ def proxy_and_mock(tmp_path: Path) -> Any:
 
 
 def test_200mb_response_to_a_stalling_client_keeps_memory_flat(proxy_and_mock: Any) -> None:
-    proxy, port, tmp_path = proxy_and_mock
+    proxy, port, tmp_path, capture = proxy_and_mock
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
     sock.sendall(f"GET /m/bytes?size={SIZE} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -123,19 +124,26 @@ def test_200mb_response_to_a_stalling_client_keeps_memory_flat(proxy_and_mock: A
     sock.close()
     peak = max(peak, rss_bytes(proxy.pid))
     mib = 1 << 20
+    label = "capture on " if capture else "capture off"
     print(
-        f"\nproxy RSS: baseline {baseline / mib:.1f} MiB, stalled {stalled / mib:.1f} MiB, "
-        f"peak {peak / mib:.1f} MiB over a {SIZE / 1e6:.0f} MB body "
-        f"(+{(peak - baseline) / mib:.1f} MiB)"
+        f"\n{label}: proxy RSS: baseline {baseline / mib:.1f} MiB, "
+        f"stalled {stalled / mib:.1f} MiB, peak {peak / mib:.1f} MiB "
+        f"over a {SIZE / 1e6:.0f} MB body (+{(peak - baseline) / mib:.1f} MiB)"
     )
     assert received == SIZE
-    assert peak - baseline < 48 * mib
-    # and the capture holds the whole body
+    if not capture:
+        assert peak - baseline < 16 * mib  # nothing but socket buffers
+        return
+    # bounded by design: socket buffers plus the capture writer's backlog (logging.buffer_size,
+    # 64 MiB by default), which fills when the client reads faster than the disk is written
+    assert peak - baseline < (64 + 32) * mib
+    # and the capture holds the whole body, or says exactly how much it lost
     meta_path = _wait_for_final(tmp_path / "logs")
     meta = __import__("json").loads(meta_path.read_text())
     print(f"capture: truncated={meta['truncated']} bytes_lost={meta['bytes_lost']}")
-    assert meta["completed"] is True and meta["truncated"] is False
-    assert meta["bytes_written"] > SIZE
+    assert meta["completed"] is True
+    assert meta["truncated"] is (meta["bytes_lost"] > 0)
+    assert meta["bytes_written"] + meta["bytes_lost"] > SIZE
 
 
 def _wait_for_final(log_dir: Path) -> Path:
