@@ -16,10 +16,9 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from logproxy.capture.encoder import StreamEncoder
@@ -47,15 +46,16 @@ class WriterThread:
         ``buffer_size // 2`` (backpressure for uploads received by the logging server).
     """
 
-    def __init__(self, reactor: IReactorFromThreads, buffer_size: int) -> None:
+    def __init__(self, reactor: Any, buffer_size: int) -> None:
         self._reactor = reactor
         self.buffer_size = buffer_size
-        self._queue: queue.SimpleQueue[tuple[Any, Any, int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[tuple[Any, Any, int]]] = queue.SimpleQueue()
+        self._outbox: list[tuple[Any, Any, int]] = []  # reactor side, see submit()
         self._enqueued = 0
         self._done = 0
         self._drain_waiters: list[Callable[[], None]] = []
         self._waiting = False  # read by the writer thread: someone waits for a drain
-        self._dirty: set[IO[bytes]] = set()
+        self._dirty: set[FileJob] = set()
         self._thread = threading.Thread(target=self._run, name="logproxy-writer", daemon=True)
         self._stopped: Deferred[None] | None = None
 
@@ -70,16 +70,24 @@ class WriterThread:
         return self._enqueued - self._done + size <= self.buffer_size
 
     def submit(self, fn: Callable[[Any], None], arg: Any, size: int = 0) -> None:
-        """Run ``fn(arg)`` on the writer thread; ``size`` counts toward the backlog."""
+        """Run ``fn(arg)`` on the writer thread; ``size`` counts toward the backlog.
+
+        Items are handed over once per reactor turn, as one batch: waking the thread for
+        every chunk would cost a futex call and a GIL hand-over each time.
+        """
         self._enqueued += size
-        self._queue.put((fn, arg, size))
+        self._outbox.append((fn, arg, size))
+        if len(self._outbox) == 1:
+            self._reactor.callLater(0, self._post)
 
-    def mark_dirty(self, f: IO[bytes]) -> None:
-        """Writer thread: flush ``f`` once the current batch is done."""
-        self._dirty.add(f)
+    def _post(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if batch:
+            self._queue.put(batch)
 
-    def forget(self, f: IO[bytes]) -> None:
-        self._dirty.discard(f)
+    def mark_dirty(self, job: FileJob) -> None:
+        """Writer thread: flush ``job`` once the current batch is done."""
+        self._dirty.add(job)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the reactor once the backlog is below half the bound."""
@@ -99,7 +107,8 @@ class WriterThread:
         if self._stopped is None:
             self._stopped = Deferred()
             if self._thread.is_alive():
-                self._queue.put((_STOP, None, 0))
+                self._post()
+                self._queue.put([(_STOP, None, 0)])
             else:
                 self._stopped.callback(None)
         return self._stopped
@@ -108,20 +117,20 @@ class WriterThread:
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         while True:
-            item = get()
+            batch = get()
             while True:
-                fn, arg, size = item
-                if fn is _STOP:
-                    self._flush()
-                    self._reactor.callFromThread(self._finished)
-                    return
+                for fn, arg, size in batch:
+                    if fn is _STOP:
+                        self._flush()
+                        self._reactor.callFromThread(self._finished)
+                        return
+                    try:
+                        fn(arg)
+                    except Exception:  # a bug must not kill the writer
+                        log.failure("capture writer item failed")
+                    self._done += size
                 try:
-                    fn(arg)
-                except Exception:  # a bug must not kill the writer
-                    log.failure("capture writer item failed")
-                self._done += size
-                try:
-                    item = get_nowait()
+                    batch = get_nowait()
                 except queue.Empty:
                     break
             self._flush()
@@ -129,14 +138,29 @@ class WriterThread:
                 self._reactor.callFromThread(self._fire_drained)
 
     def _flush(self) -> None:
+        """One ``writev`` per file for everything a batch gathered: far fewer system calls
+        (and GIL hand-overs with the busy reactor thread) than a write per chunk."""
         dirty, self._dirty = self._dirty, set()
-        for f in dirty:
-            with contextlib.suppress(OSError, ValueError):  # the owning job reports it
-                f.flush()
+        for job in dirty:
+            job.flush()
 
     def _finished(self) -> None:
         assert self._stopped is not None
         self._stopped.callback(None)
+
+
+_IOV_MAX = 1024
+
+
+def _writev_all(fd: int, buffers: list[bytes]) -> int:
+    """``os.writev`` until every byte is written (a short write is rare on files, not
+    impossible); returns the byte count."""
+    total = sum(len(b) for b in buffers)
+    written = os.writev(fd, buffers)
+    while written < total:
+        rest = b"".join(buffers)[written:]
+        written += os.write(fd, rest)
+    return total
 
 
 def write_json_atomically(path: str, doc: Metadata) -> None:
@@ -176,7 +200,8 @@ class FileJob:
         self._report = report
         self._encoding = encoding
         self._encoder: StreamEncoder | None = None
-        self._file: IO[bytes] | None = None
+        self._fd: int | None = None
+        self._pending: list[bytes] = []  # gathered during a writer batch, see flush()
         self._started_at = 0.0
         self._exchange: Metadata = {}
         self.bytes_written = 0
@@ -196,11 +221,11 @@ class FileJob:
         if self.capture_error is None:
             self.capture_error = f"{what}: {error.strerror or error}"
             self._report(self.name.capture_id, self.capture_error)
-        if self._file is not None:
-            self._writer.forget(self._file)
+        self._pending = []
+        if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
+                os.close(self._fd)
+            self._fd = None
 
     def open(self, args: tuple[Metadata, float, StreamHead | None, Metadata | None]) -> None:
         """Create the ``.bin`` (never over an existing one) and the first metadata."""
@@ -208,7 +233,7 @@ class FileJob:
         self._exchange, self._started_at = exchange, started_at
         try:
             os.makedirs(self._dir, exist_ok=True)
-            self._file = open(self.bin_path, "xb")  # noqa: SIM115 (closed in close())
+            self._fd = os.open(self.bin_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             self.exists = True
             return
@@ -220,16 +245,23 @@ class FileJob:
             self._encoder = StreamEncoder(head, redact, max_decoded, self._write_bytes)
 
     def _write_bytes(self, data: bytes) -> None:
-        f = self._file
-        if f is None:
+        if self._fd is None:
+            return
+        if not self._pending:
+            self._writer.mark_dirty(self)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        """Write what this batch gathered (called by the writer after each batch)."""
+        pending, self._pending = self._pending, []
+        fd = self._fd
+        if fd is None or not pending:
             return
         try:
-            f.write(data)
+            for start in range(0, len(pending), _IOV_MAX):
+                self.bytes_written += _writev_all(fd, pending[start : start + _IOV_MAX])
         except OSError as e:
             self._fail("cannot write capture file", e)
-            return
-        self.bytes_written += len(data)
-        self._writer.mark_dirty(f)
 
     def write(self, data: bytes) -> None:
         if self.exists:
@@ -251,13 +283,13 @@ class FileJob:
             else:
                 encoder.abandon()
             extra = {**extra, "decode_error": encoder.decode_error}
-        if self._file is not None:
-            self._writer.forget(self._file)
+        self.flush()
+        if self._fd is not None:
             try:
-                self._file.close()
+                os.close(self._fd)
             except OSError as e:
                 self._fail("cannot write capture file", e)
-            self._file = None
+            self._fd = None
         self._write_metadata(completed_at=now(), completed=error is None, error=error, extra=extra)
         self.done = True
 
