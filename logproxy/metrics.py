@@ -50,6 +50,11 @@ class Metrics:
             "Capture bytes dropped because the writer fell behind",
             registry=r,
         )
+        self.capture_fallbacks = Counter(
+            "logproxy_capture_fallback_streams",
+            "Capture streams written to the local log_dir because the logging server was down",
+            registry=r,
+        )
         self.captures = Counter(
             "logproxy_captures",
             "Capture streams finished, by outcome",

@@ -7,8 +7,10 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from logproxy.capture.recovery import recover
 from logproxy.capture.retention import RetentionService
 from logproxy.capture.sink import CaptureStore
 from logproxy.capture.uploader import RemoteStore
@@ -54,13 +56,13 @@ class LogproxyService(Service):
         self.proxy_port: Any = None
         self.logserver_port: Any = None
         self.retention: RetentionService | None = None
+        self._recovery: Deferred[Any] | None = None
 
     # -- building
 
     def _needs_writer(self) -> bool:
-        c = self.config
-        local_capture = not c.logging.server_url and self._captures_anything()
-        return local_capture or c.logging_server.port != 0
+        # Local captures, the remote mode's local fallback, or uploads received.
+        return self._captures_anything() or self.config.logging_server.port != 0
 
     def _captures_anything(self) -> bool:
         c = self.config
@@ -75,6 +77,17 @@ class LogproxyService(Service):
             self.writer.start()
         redact = frozenset(name.encode().lower() for name in c.logging.redact_headers)
         if self._captures_anything():
+            assert self.writer is not None
+            local = LocalStore(
+                self.writer,
+                c.logging.log_dir,
+                redact,
+                c.logging.max_decoded_size,
+                on_error=self._capture_error,
+                on_drop=self._capture_dropped,
+                on_lost=self.metrics.capture_bytes_lost.inc,
+            )
+            self.store = local
             if c.logging.server_url:
                 self.store = RemoteStore(
                     self.reactor,
@@ -84,17 +97,7 @@ class LogproxyService(Service):
                     c.logging.max_decoded_size,
                     c.logging.buffer_size,
                     self.metrics,
-                )
-            else:
-                assert self.writer is not None
-                self.store = LocalStore(
-                    self.writer,
-                    c.logging.log_dir,
-                    redact,
-                    c.logging.max_decoded_size,
-                    on_error=self._capture_error,
-                    on_drop=self._capture_dropped,
-                    on_lost=self.metrics.capture_bytes_lost.inc,
+                    fallback=local,
                 )
         if c.server is not None:
             routes: list[tuple[str, str, RouteConfig | None]] = [
@@ -121,6 +124,10 @@ class LogproxyService(Service):
                 token=c.logging_server.token,
                 metrics=self.metrics,
             )
+
+    def _recovered(self, count: int) -> None:
+        if count:
+            log.warn("marked {n} captures left open by a dead process as interrupted", n=count)
 
     def _capture_error(self, capture_id: str, message: str) -> None:
         self.metrics.capture_errors.labels("write").inc()
@@ -178,6 +185,10 @@ class LogproxyService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.writer is not None:  # this process writes capture files: tidy up after a crash
+            d = deferToThread(recover, self.config.logging.log_dir)
+            d.addCallbacks(self._recovered, lambda f: log.failure("crash recovery failed", f))
+            self._recovery = d
         retention = self.config.logging.retention
         if retention is not None and self.writer is not None:  # files are written here
             self.retention = RetentionService(
@@ -196,6 +207,8 @@ class LogproxyService(Service):
             yield port.stopListening()
         if self.retention is not None:
             yield self.retention.stopService()
+        if self._recovery is not None:
+            yield self._recovery
         proxy = self.proxy
         if proxy is not None and proxy.exchanges and self.config.server is not None:
             timeout = self.config.server.shutdown_timeout

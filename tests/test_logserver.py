@@ -333,7 +333,7 @@ async def test_remote_mode_writes_the_same_files_as_local_mode(
 
 
 @pytest_twisted.ensureDeferred
-async def test_remote_mode_with_a_dead_log_host_never_fails_the_request(
+async def test_remote_mode_falls_back_to_local_files_when_the_log_host_is_down(
     tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
 ) -> None:
     from twisted.internet import reactor
@@ -344,20 +344,21 @@ async def test_remote_mode_with_a_dead_log_host_never_fails_the_request(
     await dead.stopListening()
     routes = {"mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"}}
     remote = start_service(
-        make_config(
-            tmp_path,
-            routes,
-            logging={"server_url": f"http://127.0.0.1:{dead_port}"},
-        )
+        make_config(tmp_path, routes, logging={"server_url": f"http://127.0.0.1:{dead_port}"})
     )
     services.append(remote)
-    response = await with_timeout(http.get(proxy_url(remote, "/mock/models")), 5, "response")
-    assert response.code == 200
-    assert (await response.json())["data"]
-    text = await wait_for(
-        lambda: (
-            'capture_errors_total{kind="upload"}' in remote.metrics.render().decode()
-            and remote.metrics.render().decode()
-        )
-    )
-    assert text
+    ids = []
+    for _ in range(3):  # the first finds the server down, the next go local at once
+        response = await with_timeout(http.get(proxy_url(remote, "/mock/models")), 5, "response")
+        assert response.code == 200
+        assert (await response.json())["data"]
+        ids.append(response.headers.getRawHeaders("X-Logproxy-Id")[0])
+    log_dir = str(tmp_path / "logs")
+    for capture_id in ids:
+        capture = await finished_capture(log_dir, capture_id)
+        response_bin, meta = capture["response"]
+        assert response_bin.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert meta["completed"] is True and meta["bytes_written"] == len(response_bin)
+        assert capture["request"][0].startswith(b"GET http://127.0.0.1:")
+    text = remote.metrics.render().decode()
+    assert "logproxy_capture_fallback_streams_total 6.0" in text  # 3 captures x 2 streams

@@ -39,6 +39,7 @@ COMPUTED_FIELDS = frozenset(
         "error",
         "filename",
         "capture_error",
+        "writer_pid",
     }
 )
 

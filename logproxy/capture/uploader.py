@@ -31,10 +31,15 @@ from logproxy.capture.model import (
     now,
     stream_document,
 )
+from logproxy.capture.sink import CaptureStream
+from logproxy.capture.writer import LocalStore
 from logproxy.metrics import Metrics
 from logproxy.proxy.upstream import QuietPool
 
 log = Logger()
+
+#: Seconds to send captures to the local fallback after the logging server failed.
+DOWN_FOR = 10.0
 
 
 @implementer(IBodyProducer)
@@ -78,6 +83,15 @@ class StreamBody:
         self._ended = True
         self._flush()
 
+    @property
+    def never_sent(self) -> bool:
+        """No byte went out: the connection was never made."""
+        return self._consumer is None and not self._stopped
+
+    def take_buffer(self) -> list[bytes]:
+        buffer, self._buffer, self._buffered = self._buffer, [], 0
+        return buffer
+
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         self._flush()
@@ -118,6 +132,9 @@ class RemoteStream:
         self._started_at = 0.0
         self._put: Deferred[Any] | None = None
         self._final: Metadata | None = None
+        self._end_args: tuple[Metadata, str | None, Metadata] | None = None
+        self._exchange: Metadata = {}
+        self._local: CaptureStream | None = None  # the local fallback, once switched to it
         self._bytes = 0
 
     def _url(self, suffix: str = "") -> str:
@@ -126,6 +143,7 @@ class RemoteStream:
     def begin(self, head: StreamHead | None, exchange: Metadata) -> None:
         store = self._store
         self._started_at = now()
+        self._exchange = dict(exchange)
         self._body = StreamBody(store.buffer_size)
         doc = stream_document(
             self._name.kind,
@@ -148,6 +166,9 @@ class RemoteStream:
         self._put = d
 
     def _send(self, data: bytes) -> None:
+        if self._local is not None:
+            self._local.write(data)
+            return
         assert self._body is not None
         self._bytes += len(data)
         self._body.write(data)
@@ -159,17 +180,20 @@ class RemoteStream:
     def end(self, exchange: Metadata, error: str | None, extra: Metadata | None = None) -> None:
         if self._body is None:
             return
-        encoder = self._encoder
         info: Metadata = dict(extra or {})
+        encoder = self._encoder
         if encoder is not None:
             if error is None:
                 encoder.finish()
             else:
                 encoder.abandon()
             info["decode_error"] = encoder.decode_error
+        self._end_args = (dict(exchange), error, info)
+        if self._local is not None:
+            self._local.end(exchange, error, info)
+            return
         body = self._body
-        info["truncated"] = body.dropped > 0
-        info["bytes_lost"] = body.dropped
+        info = {**info, "truncated": body.dropped > 0, "bytes_lost": body.dropped}
         if body.dropped:
             self._store.metrics.capture_bytes_lost.inc(body.dropped)
             self._store.metrics.capture_errors.labels("upload_dropped").inc()
@@ -210,9 +234,36 @@ class RemoteStream:
         return treq.content(response)
 
     def _failed(self, failure: Failure) -> None:
-        self._store.report(self._name.capture_id, failure.getErrorMessage())
-        if self._body is not None:
-            self._body.stopProducing()
+        store = self._store
+        store.server_failed(failure.getErrorMessage())
+        body = self._body
+        if body is None:
+            return
+        if body.never_sent and store.fallback is not None:
+            self._fall_back(body)
+        else:
+            store.report(self._name.capture_id, failure.getErrorMessage())
+        body.stopProducing()
+
+    def _fall_back(self, body: StreamBody) -> None:
+        """The logging server was never reached: everything is still in ``body``'s buffer,
+        so the stream goes to the local ``log_dir`` whole."""
+        store = self._store
+        assert store.fallback is not None
+        store.metrics.capture_fallbacks.inc()
+        name = self._name
+        local = store.fallback.open_stream(name.capture_id, name.started, name.kind, encoded=True)
+        local.begin(None, self._exchange)
+        for data in body.take_buffer():
+            local.write(data)
+        self._local = local
+        if self._end_args is not None:
+            exchange, error, extra = self._end_args
+            local.end(
+                exchange,
+                error,
+                {**extra, "truncated": body.dropped > 0, "bytes_lost": body.dropped},
+            )
 
     def _settled(self, result: object, d: Deferred[Any]) -> None:
         self._store.pending.discard(d)
@@ -232,7 +283,10 @@ class RemoteStore:
         max_decoded: int,
         buffer_size: int,
         metrics: Metrics,
+        fallback: LocalStore | None = None,
     ) -> None:
+        self.reactor = reactor
+        self.fallback = fallback
         self.base_url = base_url.rstrip("/")
         self.redact = redact
         self.max_decoded = max_decoded
@@ -245,15 +299,35 @@ class RemoteStore:
         if token:
             self.headers.setRawHeaders(b"Authorization", [b"Bearer " + token.encode()])
         self.pending: set[Deferred[Any]] = set()
-        self._reported: set[str] = set()
+        self._down_until = 0.0
+        self._next_report = 0.0
 
-    def open_stream(self, capture_id: str, started: float, kind: StreamKind) -> RemoteStream:
+    def open_stream(self, capture_id: str, started: float, kind: StreamKind) -> CaptureStream:
+        if self.fallback is not None and self.reactor.seconds() < self._down_until:
+            self.metrics.capture_fallbacks.inc()
+            return self.fallback.open_stream(capture_id, started, kind)
         return RemoteStream(self, CaptureName(capture_id, started, kind))
 
+    def server_failed(self, reason: str) -> None:
+        """Could not reach the logging server: write locally for a while before retrying."""
+        now_ = self.reactor.seconds()
+        if now_ >= self._down_until and self.fallback is not None:
+            log.warn(
+                "logging server {url} unreachable ({reason}); writing captures to {dir} "
+                "for {s:.0f} s",
+                url=self.base_url,
+                reason=reason,
+                dir=self.fallback.log_dir,
+                s=DOWN_FOR,
+            )
+        self._down_until = now_ + DOWN_FOR
+
     def report(self, capture_id: str, message: str) -> None:
+        """An upload failed or was refused: counted always, logged at most every DOWN_FOR s."""
         self.metrics.capture_errors.labels("upload").inc()
-        if capture_id not in self._reported:
-            self._reported.add(capture_id)
+        now_ = self.reactor.seconds()
+        if now_ >= self._next_report:
+            self._next_report = now_ + DOWN_FOR
             log.warn("capture {id}: upload failed: {message}", id=capture_id, message=message)
 
     def stop(self) -> Deferred[None]:

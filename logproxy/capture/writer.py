@@ -309,7 +309,11 @@ class FileJob:
             bytes_written=self.bytes_written,
             completed=completed,
             error=error,
-            extra={**(extra or {}), "capture_error": self.capture_error},
+            extra={
+                **(extra or {}),
+                "capture_error": self.capture_error,
+                "writer_pid": os.getpid(),  # lets a restart tell a crash from a live writer
+            },
         )
         try:
             os.makedirs(self._dir, exist_ok=True)
@@ -385,9 +389,14 @@ class LocalStore:
         # Runs on the writer thread; hop to the reactor for logging and metrics.
         self.writer._reactor.callFromThread(self._on_error, capture_id, message)
 
-    def open_stream(self, capture_id: str, started: float, kind: StreamKind) -> LocalStream:
+    def open_stream(
+        self, capture_id: str, started: float, kind: StreamKind, encoded: bool = False
+    ) -> LocalStream:
+        """``encoded``: the caller writes finished ``.bin`` bytes (the remote fallback),
+        not raw wire bytes to decode."""
         name = CaptureName(capture_id, started, kind)
-        job = FileJob(self.writer, self.log_dir, name, self._report, self._encoding)
+        encoding = None if encoded else self._encoding
+        job = FileJob(self.writer, self.log_dir, name, self._report, encoding)
         return LocalStream(self, job)
 
     def stop(self) -> Deferred[None]:

@@ -164,7 +164,9 @@ def test_log_host_token(tmp_path: Path, mock: Mock) -> None:
     assert "e2e-host-token" not in good.log() + bad.log() + host.log()
 
 
-def test_log_host_down_never_fails_requests(tmp_path: Path, mock: Mock, closed_port: int) -> None:
+def test_log_host_down_never_fails_requests_and_falls_back_to_local_files(
+    tmp_path: Path, mock: Mock, closed_port: int
+) -> None:
     logging = {"server_url": f"http://localhost:{closed_port}"}
     lp = start_logproxy(tmp_path, proxy_config(tmp_path / "logs", routes(mock), logging=logging))
     client = openai_client(f"{lp.url}/mock")
@@ -174,4 +176,6 @@ def test_log_host_down_never_fails_requests(tmp_path: Path, mock: Mock, closed_p
     )
     capture_id = stream.response.headers["x-logproxy-id"]
     lp.wait_log(rf"\[{capture_id[:8]}\] 200 OK")
-    lp.wait_log(rf"capture {capture_id}: upload failed")
+    lp.wait_log(r"logging server http://localhost:\d+ unreachable .*; writing captures to ")
+    capture = lp.capture(capture_id)  # in the proxy's own log_dir
+    assert_complete(capture, "mock", 200)
