@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from logproxy.capture.recovery import recover
 from logproxy.capture.retention import RetentionService
 from logproxy.capture.sink import CaptureStore
-from logproxy.capture.uploader import RemoteStore
+from logproxy.capture.uploader import STOP_TIMEOUT, RemoteStore
 from logproxy.capture.writer import LocalStore, WriterThread
 from logproxy.config import Config, RouteConfig
 from logproxy.logserver.site import LogServerSite
@@ -98,6 +98,7 @@ class LogproxyService(Service):
                     c.logging.buffer_size,
                     self.metrics,
                     fallback=local,
+                    stop_timeout=min(STOP_TIMEOUT, c.server.shutdown_timeout if c.server else 30),
                 )
         if c.server is not None:
             routes: list[tuple[str, str, RouteConfig | None]] = [

@@ -201,7 +201,8 @@ class RawPeer(Protocol):
 class RawServer:
     """A listening socket whose connections are RawPeers (an upstream the test drives)."""
 
-    def __init__(self) -> None:
+    def __init__(self, paused: bool = False) -> None:
+        self.paused = paused  # new connections are not read (a peer that reads nothing)
         self.peers: list[RawPeer] = []
         self.peer_d: Deferred[RawPeer] = Deferred()
         factory = Factory.forProtocol(RawPeer)
@@ -211,6 +212,8 @@ class RawServer:
     def _build(self, addr: Any) -> RawPeer:
         peer = RawPeer()
         self.peers.append(peer)
+        if self.paused:
+            peer.connected_d.addCallback(lambda p: p.transport.pauseProducing() or p)
         if not self.peer_d.called:
             peer.connected_d.addCallback(self.peer_d.callback)
         return peer

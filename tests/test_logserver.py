@@ -362,3 +362,67 @@ async def test_remote_mode_falls_back_to_local_files_when_the_log_host_is_down(
         assert capture["request"][0].startswith(b"GET http://127.0.0.1:")
     text = remote.metrics.render().decode()
     assert "logproxy_capture_fallback_streams_total 6.0" in text  # 3 captures x 2 streams
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_log_host_that_stops_reading_never_slows_the_proxied_request(
+    tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
+) -> None:
+    """The log host accepts the upload but reads nothing: the client still gets all 8 MB
+    at once; the capture's buffer (1 MiB here) overflows and the loss is counted."""
+    from support import RawServer
+
+    stuck = RawServer(paused=True)
+    try:
+        stuck_host = stuck.url.rstrip("/")
+        routes = {"helpers": {"pattern": "/helpers/", "destination": f"{mock_upstream}/mock/"}}
+        remote = start_service(
+            make_config(
+                tmp_path,
+                routes,
+                logging={"server_url": stuck_host, "buffer_size": "1MiB"},
+                server={"shutdown_timeout": 0.5},
+            )
+        )
+        response = await with_timeout(
+            http.get(proxy_url(remote, "/helpers/bytes?size=8000000")), 10, "response"
+        )
+        assert response.code == 200
+        assert len(await response.content()) == 8_000_000
+        text = await wait_for(
+            lambda: (
+                "logproxy_capture_bytes_lost_total 0.0" not in remote.metrics.render().decode()
+                and remote.metrics.render().decode()
+            )
+        )
+        assert 'logproxy_capture_errors_total{kind="upload_dropped"}' in text
+        # ...and the stuck upload does not hold up shutdown for long
+        from twisted.internet import reactor
+
+        began = reactor.seconds()
+        await with_timeout(remote.stopService(), 5, "shutdown")
+        assert reactor.seconds() - began < 2
+    finally:
+        await stuck.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unwritable_log_dir_never_fails_the_proxied_request(
+    tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where log_dir should be")
+    routes = {"mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"}}
+    service = start_service(make_config(tmp_path, routes, logging={"log_dir": str(blocker)}))
+    services.append(service)
+    for _ in range(2):
+        response = await http.get(proxy_url(service, "/mock/models"))
+        assert response.code == 200
+        assert (await response.json())["data"]
+    text = await wait_for(
+        lambda: (
+            'capture_errors_total{kind="write"}' in service.metrics.render().decode()
+            and service.metrics.render().decode()
+        )
+    )
+    assert text

@@ -40,6 +40,8 @@ log = Logger()
 
 #: Seconds to send captures to the local fallback after the logging server failed.
 DOWN_FOR = 10.0
+#: Seconds uploads in flight may take to finish at shutdown.
+STOP_TIMEOUT = 5.0
 
 
 @implementer(IBodyProducer)
@@ -284,8 +286,10 @@ class RemoteStore:
         buffer_size: int,
         metrics: Metrics,
         fallback: LocalStore | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self.reactor = reactor
+        self.stop_timeout = stop_timeout
         self.fallback = fallback
         self.base_url = base_url.rstrip("/")
         self.redact = redact
@@ -331,9 +335,18 @@ class RemoteStore:
             log.warn("capture {id}: upload failed: {message}", id=capture_id, message=message)
 
     def stop(self) -> Deferred[None]:
-        """Let uploads in flight finish, then close the connections."""
+        """Let uploads in flight finish (up to ``stop_timeout`` seconds: a stuck log host must
+        not hold up shutdown), then close the connections."""
         pending = list(self.pending)
+        timeout = self.stop_timeout
         d: Deferred[Any] = DeferredList(pending, consumeErrors=True) if pending else succeed(None)
+
+        def give_up() -> None:
+            for upload in pending:
+                upload.cancel()
+
+        timer = self.reactor.callLater(timeout, give_up)
+        d.addBoth(lambda _: timer.cancel() if timer.active() else None)
         d.addBoth(lambda _: self.pool.closeCachedConnections())
         d.addBoth(lambda _: None)
         return d
