@@ -426,3 +426,20 @@ async def test_an_unwritable_log_dir_never_fails_the_proxied_request(
         )
     )
     assert text
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_metadata_header_is_refused(
+    tmp_path: Any, http: HTTPClient, services: list[Any]
+) -> None:
+    host = log_host(tmp_path, services)
+    capture_id = str(uuid.uuid4())
+    doc = document(capture_id, padding="x" * 20000)
+    response = await http.put(
+        logserver_url(host, f"/{capture_id}/response"),
+        data=b"x",
+        headers={"X-Logproxy-Metadata": json.dumps(doc)},
+    )
+    assert 400 <= response.code < 500
+    await response.content()
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*"))

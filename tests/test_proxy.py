@@ -472,3 +472,37 @@ async def test_max_body_size(tmp_path: Any, mock_upstream: str, services: list[A
 
 async def _deferred_value(d: Deferred[Any]) -> Any:
     return await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_host_header_rules(tmp_path: Any, mock_upstream: str, services: list[Any]) -> None:
+    """RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host (a host pattern routes on it)."""
+    proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream))
+    port = proxy.proxy_port.getHost().port
+    for head in (
+        b"GET /helpers/echo HTTP/1.1\r\n\r\n",
+        b"GET /helpers/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ):
+        client = await connect_raw(port)
+        client.transport.write(head)
+        await with_timeout(client.lost_d, 5, "close after 400")
+        assert client.received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"X-Logproxy-Id: " in client.received
+    client = await connect_raw(port)  # HTTP/1.0 without Host is fine
+    client.transport.write(b"GET /helpers/echo HTTP/1.0\r\n\r\n")
+    await with_timeout(client.lost_d, 5, "close after the answer")
+    assert b" 200 OK\r\n" in client.received.split(b"\r\n", 1)[0] + b"\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_channel_rejections_carry_an_id_and_are_counted(
+    tmp_path: Any, mock_upstream: str, services: list[Any]
+) -> None:
+    proxy = start_proxy(tmp_path, services, mock_routes(mock_upstream))
+    client = await connect_raw(proxy.proxy_port.getHost().port)
+    client.transport.write(b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n")
+    await with_timeout(client.lost_d, 5, "close after 414")
+    assert client.received.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+    assert b"X-Logproxy-Id: " in client.received
+    text = proxy.metrics.render().decode()
+    assert 'logproxy_requests_total{route="-",status="414"} 1.0' in text

@@ -165,10 +165,13 @@ def _writev_all(fd: int, buffers: list[bytes]) -> int:
 
 def write_json_atomically(path: str, doc: Metadata) -> None:
     """Readers (and a crash at any moment) see the old or the new document, never half."""
+    try:
+        text = json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from undecodable request bytes: escape them
+        text = json.dumps(doc, indent=2).encode("ascii")
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    with open(tmp, "wb") as f:
+        f.write(text + b"\n")
     os.replace(tmp, path)
 
 

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.resource import Resource
 
+from logproxy.http.channel import channel_protocol
 from logproxy.http.streaming import BodyReceiver, StreamingRequestMixin
 from logproxy.logserver.upload import (
     MAX_METADATA,
@@ -229,6 +230,7 @@ class LogServerSite(server.Site):
     """The logging Site. ``state`` is shared with the requests (``channel.site.state``)."""
 
     requestFactory = LogRequest
+    protocol = channel_protocol  # clear 400/414/431 answers to malformed requests
 
     def __init__(self, state: LogServerState) -> None:
         root = _Root(state)
@@ -243,6 +245,9 @@ class LogServerSite(server.Site):
             return _Unauthorized()
         found: resource.IResource = super().getResourceFor(request)
         return found
+
+    def count_rejection(self, status: int) -> None:
+        self.state.metrics.logserver_streams.labels(f"rejected_{status}").inc()
 
     def startFactory(self) -> None:
         pass  # no access-log clock timer

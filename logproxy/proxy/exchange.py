@@ -25,6 +25,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
 from logproxy import console
 from logproxy.capture.model import StreamHead, now, rfc3339
+from logproxy.http.channel import MalformedRequest
 from logproxy.proxy.body import RequestBodyProducer
 from logproxy.proxy.headers import REQUEST_SET_BY_PROXY, forwardable, header_value
 from logproxy.proxy.relay import ResponseRelay
@@ -135,6 +136,13 @@ class Exchange:
             "client_address": _client_address(request),
             "request_content_encoding": _text(request.getHeader(b"content-encoding")),
         }
+        hosts = request.requestHeaders.getRawHeaders(b"host") or []
+        if len(hosts) > 1 or (not hosts and request.clientproto == b"HTTP/1.1"):
+            # RFC 9112 section 3.2; and which Host would a host pattern route on?
+            self._open_capture(ctx.capture_unmatched, None)
+            problem = "more than one Host header" if hosts else "HTTP/1.1 request without Host"
+            self._local_response(400, b"Bad Request", f"{problem}\n".encode(), close=True)
+            return
         if not uri.startswith(b"/") or request.method == b"CONNECT":
             self._open_capture(ctx.capture_unmatched, None)
             self._local_response(
@@ -228,10 +236,10 @@ class Exchange:
             d = agent.request(
                 request.method, target.encode("utf-8", "surrogateescape"), headers, self._producer
             )
-        except Exception as e:  # e.g. a method or URL the HTTP client refuses
+        except Exception as e:  # a method or URL the HTTP client refuses: the client's doing
             self._producer = None
-            self.error = f"cannot send upstream: {e}"
-            self._json_error(502, self.error)
+            self.error = f"cannot forward this request: {e}"
+            self._json_error(400, self.error, close=not self.body_done)
             return
         self._upstream = d
         d.addCallbacks(self._got_response, self._upstream_failed)
@@ -418,7 +426,10 @@ class Exchange:
         if self._relay_producer is not None:
             self._relay_producer.stopProducing()
             self._relay_producer = None
-        self._finalize("client disconnected", client_gone=True)
+        if reason.check(MalformedRequest):
+            self._finalize(f"malformed request: {reason.getErrorMessage()}", client_gone=True)
+        else:
+            self._finalize("client disconnected", client_gone=True)
 
     def abort(self, reason: str) -> None:
         """Stop now (shutdown): answer 503 if nothing was sent yet, else drop the client."""

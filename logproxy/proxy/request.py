@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.python.failure import Failure
 from twisted.web import http
 
+from logproxy.http.channel import channel_protocol
 from logproxy.http.streaming import BodyReceiver, StreamingRequestMixin
 from logproxy.proxy.exchange import Exchange
 
@@ -34,7 +35,10 @@ class ProxyRequest(StreamingRequestMixin):
 
 class ProxyFactory(http.HTTPFactory):
     """HTTP/1.1 server for the proxy: no resource tree, no access log (the console
-    lines and captures are the log), no 1-second log-clock timer."""
+    lines and captures are the log), no 1-second log-clock timer. Connections are
+    ``ProxyChannel``s, which answer malformed requests with 400/414/431 and a reason."""
+
+    protocol = channel_protocol
 
     def __init__(self, context: ProxyContext, timeout: float | None = None) -> None:
         super().__init__(timeout=timeout or http._REQUEST_TIMEOUT, reactor=context.reactor)
@@ -46,6 +50,10 @@ class ProxyFactory(http.HTTPFactory):
         if protocol is not None:
             protocol.requestFactory = ProxyRequest
         return protocol
+
+    def count_rejection(self, status: int) -> None:
+        """A malformed request answered by the channel (no exchange exists for it)."""
+        self.context.metrics.requests.labels("-", str(status)).inc()
 
     def startFactory(self) -> None:
         pass
