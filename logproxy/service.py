@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from twisted.application.service import Service
@@ -187,7 +188,7 @@ class LogproxyService(Service):
     def startService(self) -> None:
         super().startService()
         if self.writer is not None:  # this process writes capture files: tidy up after a crash
-            d = deferToThread(recover, self.config.logging.log_dir)
+            d = deferToThread(recover, self.config.logging.log_dir, time.time())
             d.addCallbacks(self._recovered, lambda f: log.failure("crash recovery failed", f))
             self._recovery = d
         retention = self.config.logging.retention

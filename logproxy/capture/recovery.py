@@ -24,7 +24,7 @@ _METADATA = re.compile(r"\d{4}-\d{2}-\d{2}_.*_(request|response)_metadata\.json"
 
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
-        return False  # a previous process with our pid: we have not written anything yet
+        return False  # a previous process with our pid (files we write are skipped by time)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,8 +56,12 @@ def _finalise(meta_path: str, doc: dict[str, Any]) -> None:
     write_json_atomically(meta_path, doc)
 
 
-def recover(log_dir: str) -> int:
-    """Finalise every open capture whose writer is gone; returns how many."""
+def recover(log_dir: str, before: float) -> int:
+    """Finalise every open capture whose writer is gone; returns how many.
+
+    Only documents last written before ``before`` (this process's start) are looked at:
+    the scan runs while this process already writes captures of its own.
+    """
     count = 0
     try:
         days = [e.path for e in os.scandir(log_dir) if e.is_dir()]
@@ -70,6 +74,8 @@ def recover(log_dir: str) -> int:
             continue
         for entry in entries:
             try:
+                if entry.stat().st_mtime >= before:
+                    continue
                 with open(entry.path, encoding="utf-8") as f:
                     doc = json.load(f)
             except (OSError, ValueError):
