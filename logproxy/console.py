@@ -6,6 +6,8 @@ terminal with ``-n``, the ``--logfile`` of a daemon) with its own timestamp in f
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import Logger
 
 log = Logger(namespace="logproxy")
@@ -38,6 +40,25 @@ def end_line(
     if error:
         text += f" error={error!r}"
     return text
+
+
+def usage_summary(llm: dict[str, Any] | None) -> str | None:
+    """``gpt-4o-mini tokens=12+30`` for the end line of an LLM call."""
+    if not llm:
+        return None
+    usage = llm.get("usage") or {}
+    model = llm.get("response_model") or llm.get("model") or "?"
+    tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
+    parts = [str(model)]
+    if tokens_in is not None or tokens_out is not None:
+        parts.append(f"tokens={_n(tokens_in)}+{_n(tokens_out)}")
+    if llm.get("ttft_ms") is not None:
+        parts.append(f"ttft={llm['ttft_ms']:.0f}ms")
+    return " ".join(parts)
+
+
+def _n(value: object) -> str:
+    return "?" if value is None else str(value)
 
 
 def emit(line: str) -> None:

@@ -3,9 +3,18 @@ and several services in one process do not share counters)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Upstream time-to-headers: LLM calls range from milliseconds to minutes.
+_TOKEN_KINDS = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cached_input", "cached_input_tokens"),
+    ("cache_write_input", "cache_write_input_tokens"),
+    ("reasoning", "reasoning_tokens"),
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -71,12 +80,34 @@ class Metrics:
             "Bytes deleted by logging.retention",
             registry=r,
         )
+        self.llm_calls = Counter(
+            "logproxy_llm_calls",
+            "LLM calls understood, by route, api and model",
+            ["route", "api", "model"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "logproxy_llm_tokens",
+            "LLM tokens, by route, model and kind",
+            ["route", "model", "kind"],
+            registry=r,
+        )
         self.logserver_streams = Counter(
             "logproxy_logserver_streams",
             "Streams received by the logging server, by outcome",
             ["outcome"],
             registry=r,
         )
+
+    def count_llm(self, route: str, llm: dict[str, Any]) -> None:
+        """An understood LLM call: calls by api and model, tokens by kind."""
+        model = str(llm.get("response_model") or llm.get("model") or "unknown")
+        self.llm_calls.labels(route, str(llm.get("api") or "unknown"), model).inc()
+        usage = llm.get("usage") or {}
+        for kind, key in _TOKEN_KINDS:
+            value = usage.get(key)
+            if isinstance(value, int) and value > 0:
+                self.llm_tokens.labels(route, model, kind).inc(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -319,6 +319,7 @@ async def test_remote_mode_writes_the_same_files_as_local_mode(
     remote_ids = await _send_both(http, remote)
     local_ids = await _send_both(http, local)
     host_logs, local_logs = str(tmp_path / "host" / "logs"), str(tmp_path / "local" / "logs")
+    apis: list[str | None] = []
     for remote_id, local_id in zip(remote_ids, local_ids, strict=True):
         got = await finished_capture(host_logs, remote_id)
         want = await finished_capture(local_logs, local_id)
@@ -328,6 +329,10 @@ async def test_remote_mode_writes_the_same_files_as_local_mode(
             assert meta["bytes_written"] == len(got[kind][0])
             assert meta["completed"] is True and meta["error"] is None
             assert meta["metadata"]["route"] == want[kind][1]["metadata"]["route"]
+            if kind == "response":  # the llm block travels in the final metadata document
+                apis.append((meta.get("llm") or {}).get("api"))
+                assert apis[-1] == (want[kind][1].get("llm") or {}).get("api")
+    assert "openai.chat" in apis
     # nothing was written by the proxy itself
     assert not (tmp_path / "remote" / "logs").exists()
 

@@ -506,3 +506,50 @@ async def test_channel_rejections_carry_an_id_and_are_counted(
     assert b"X-Logproxy-Id: " in client.received
     text = proxy.metrics.render().decode()
     assert 'logproxy_requests_total{route="-",status="414"} 1.0' in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_llm_calls_are_understood(
+    tmp_path: Any, mock_upstream: str, http: HTTPClient, services: list[Any]
+) -> None:
+    """The capture side reads usage, timing and the reassembled reply (SPEC section 8)."""
+    routes = {
+        "mock": {"pattern": "/mock/", "destination": f"{mock_upstream}/v1/"},
+        "claude": {"pattern": "/claude/", "destination": f"{mock_upstream}/"},
+    }
+    proxy = start_proxy(tmp_path, services, routes)
+    chat = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "two words"}],
+        "mock": {"chunks": 3},
+    }
+    claude = {
+        "model": "claude-x",
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi there"}],
+    }
+    results = {}
+    for path, body in (("/mock/chat/completions", chat), ("/claude/v1/messages", claude)):
+        response = await http.post(proxy_url(proxy, path), json=body)
+        assert response.code == 200
+        await response.content()
+        capture_id = response.headers.getRawHeaders("X-Logproxy-Id")[0]
+        capture = await finished_capture(log_dir(tmp_path), capture_id)
+        results[path] = capture["response"][1]["llm"]
+    chat_llm = results["/mock/chat/completions"]
+    assert chat_llm["api"] == "openai.chat" and chat_llm["stream"] is True
+    assert chat_llm["output_text"] == "word1 word2 word3"
+    assert chat_llm["usage"]["output_tokens"] == 3 and chat_llm["partial"] is False
+    assert 0 < chat_llm["ttfb_ms"] <= chat_llm["ttft_ms"]
+    claude_llm = results["/claude/v1/messages"]
+    assert claude_llm["api"] == "anthropic.messages" and claude_llm["finish_reason"] == "end_turn"
+    assert claude_llm["usage"]["input_tokens"] == 2
+    text = proxy.metrics.render().decode()
+    assert (
+        'logproxy_llm_tokens_total{kind="output",model="gpt-4o-mini-mock-2025",route="mock"} 3.0'
+        in text
+    )
+    assert 'logproxy_llm_calls_total{api="anthropic.messages"' in text

@@ -33,10 +33,12 @@ class StreamEncoder:
         redact_names: frozenset[bytes],
         max_decoded: int,
         out: Callable[[bytes], None],
+        body_tap: Callable[[bytes], None] | None = None,
     ) -> None:
         self._head = head
         self._redact = redact_names
         self._out = out
+        self._tap = body_tap  # sees the stored body (no header block), e.g. the llm observer
         self.decode_error: str | None = None
         self.bytes_out = 0
         self._decoder: CappedDecoder | None = None
@@ -57,12 +59,17 @@ class StreamEncoder:
             self._probing = True
 
     def _emit(self, data: bytes) -> None:
+        """Body bytes, as stored."""
         if data:
             self.bytes_out += len(data)
             self._out(data)
+            if self._tap is not None:
+                self._tap(data)
 
     def _write_head(self, decoded: bool, error: str | None) -> None:
-        self._emit(self._head.block(self._redact, decoded=decoded, decode_error=error))
+        block = self._head.block(self._redact, decoded=decoded, decode_error=error)
+        self.bytes_out += len(block)
+        self._out(block)
 
     def feed(self, raw: bytes) -> None:
         decoder = self._decoder

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from logproxy.capture.llmtap import LLMTap
 from logproxy.capture.model import Metadata, StreamHead, StreamKind
 
 
@@ -47,8 +48,12 @@ class CaptureStream(Protocol):
 class CaptureStore(Protocol):
     """Creates capture streams and owns whatever they write through."""
 
-    def open_stream(self, capture_id: str, started: float, kind: StreamKind) -> CaptureStream:
-        """A new stream; ``started`` is the request's start time, used in file names."""
+    def open_stream(
+        self, capture_id: str, started: float, kind: StreamKind, tap: LLMTap | None = None
+    ) -> CaptureStream:
+        """A new stream; ``started`` is the request's start time, used in file names.
+        ``tap``: for a recognised LLM call, shared by its request and response streams;
+        the store feeds it the stored bodies and reports its result (on the reactor)."""
 
     def stop(self) -> Deferred[None]:
         """Flush everything written so far and stop; fires when done (at shutdown)."""

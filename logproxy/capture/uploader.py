@@ -9,6 +9,7 @@ and further bytes are dropped (``truncated``) -- the proxied request never waits
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import treq
@@ -23,6 +24,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from logproxy.capture.encoder import StreamEncoder
+from logproxy.capture.llmtap import LLMTap
 from logproxy.capture.model import (
     CaptureName,
     Metadata,
@@ -126,9 +128,10 @@ class StreamBody:
 class RemoteStream:
     """One capture stream uploaded to a logging server (implements ``CaptureStream``)."""
 
-    def __init__(self, store: RemoteStore, name: CaptureName) -> None:
+    def __init__(self, store: RemoteStore, name: CaptureName, tap: LLMTap | None) -> None:
         self._store = store
         self._name = name
+        self._tap = tap
         self._body: StreamBody | None = None
         self._encoder: StreamEncoder | None = None
         self._started_at = 0.0
@@ -160,7 +163,16 @@ class RemoteStream:
         headers = store.headers.copy()
         headers.setRawHeaders(b"X-Logproxy-Metadata", [json.dumps(doc, separators=(",", ":"))])
         if head is not None:
-            self._encoder = StreamEncoder(head, store.redact, store.max_decoded, self._send)
+            body_tap = None
+            if self._tap is not None:
+                if self._name.kind == "request":
+                    body_tap = self._tap.request_body
+                else:
+                    self._tap.response_begin()
+                    body_tap = self._tap.response_body
+            self._encoder = StreamEncoder(
+                head, store.redact, store.max_decoded, self._send, body_tap
+            )
         d = store.client.put(self._url(), data=self._body, headers=headers)
         store.pending.add(d)
         d.addCallbacks(self._uploaded, self._failed)
@@ -177,6 +189,8 @@ class RemoteStream:
 
     def write(self, data: bytes) -> None:
         if self._encoder is not None:
+            if self._tap is not None:
+                self._tap.chunk_at = time.time()
             self._encoder.feed(data)
 
     def end(self, exchange: Metadata, error: str | None, extra: Metadata | None = None) -> None:
@@ -190,6 +204,14 @@ class RemoteStream:
             else:
                 encoder.abandon()
             info["decode_error"] = encoder.decode_error
+        tap = self._tap
+        if tap is not None:
+            if self._name.kind == "request":
+                tap.request_end()
+            else:
+                result, line = tap.response_end(complete=error is None)
+                info["llm"] = result
+                tap.on_result(result, line)
         self._end_args = (dict(exchange), error, info)
         if self._local is not None:
             self._local.end(exchange, error, info)
@@ -306,11 +328,13 @@ class RemoteStore:
         self._down_until = 0.0
         self._next_report = 0.0
 
-    def open_stream(self, capture_id: str, started: float, kind: StreamKind) -> CaptureStream:
+    def open_stream(
+        self, capture_id: str, started: float, kind: StreamKind, tap: LLMTap | None = None
+    ) -> CaptureStream:
         if self.fallback is not None and self.reactor.seconds() < self._down_until:
             self.metrics.capture_fallbacks.inc()
-            return self.fallback.open_stream(capture_id, started, kind)
-        return RemoteStream(self, CaptureName(capture_id, started, kind))
+            return self.fallback.open_stream(capture_id, started, kind, tap)
+        return RemoteStream(self, CaptureName(capture_id, started, kind), tap)
 
     def server_failed(self, reason: str) -> None:
         """Could not reach the logging server: write locally for a while before retrying."""

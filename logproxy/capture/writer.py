@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from logproxy.capture.encoder import StreamEncoder
+from logproxy.capture.llmtap import LLMTap
 from logproxy.capture.model import (
     CaptureName,
     Metadata,
@@ -196,8 +198,10 @@ class FileJob:
         name: CaptureName,
         report: ErrorReporter,
         encoding: EncodingSettings | None,
+        tap: LLMTap | None = None,
     ) -> None:
         self._writer = writer
+        self.tap = tap
         self._dir = os.path.join(log_dir, name.folder)
         self.name = name
         self._report = report
@@ -245,7 +249,14 @@ class FileJob:
         self._write_metadata(completed_at=None, completed=False, error=None, extra=extra)
         if self._encoding is not None and head is not None:
             redact, max_decoded = self._encoding
-            self._encoder = StreamEncoder(head, redact, max_decoded, self._write_bytes)
+            body_tap = None
+            if self.tap is not None:
+                if self.name.kind == "request":
+                    body_tap = self.tap.request_body
+                else:
+                    self.tap.response_begin()
+                    body_tap = self.tap.response_body
+            self._encoder = StreamEncoder(head, redact, max_decoded, self._write_bytes, body_tap)
 
     def _write_bytes(self, data: bytes) -> None:
         if self._fd is None:
@@ -265,6 +276,13 @@ class FileJob:
                 self.bytes_written += _writev_all(fd, pending[start : start + _IOV_MAX])
         except OSError as e:
             self._fail("cannot write capture file", e)
+
+    def write_at(self, args: tuple[bytes, float]) -> None:
+        """A chunk and the time it arrived (for the llm observer's timings)."""
+        data, at = args
+        assert self.tap is not None
+        self.tap.chunk_at = at
+        self.write(data)
 
     def write(self, data: bytes) -> None:
         if self.exists:
@@ -286,6 +304,14 @@ class FileJob:
             else:
                 encoder.abandon()
             extra = {**extra, "decode_error": encoder.decode_error}
+        tap, llm = self.tap, None
+        if tap is not None:
+            if self.name.kind == "request":
+                tap.request_end()
+                tap = None  # the response stream reports the result
+            else:
+                llm = tap.response_end(complete=error is None)
+                extra = {**extra, "llm": llm[0]}
         self.flush()
         if self._fd is not None:
             try:
@@ -295,6 +321,8 @@ class FileJob:
             self._fd = None
         self._write_metadata(completed_at=now(), completed=error is None, error=error, extra=extra)
         self.done = True
+        if tap is not None and llm is not None:
+            self._writer._reactor.callFromThread(tap.on_result, *llm)
 
     def _write_metadata(
         self,
@@ -355,7 +383,11 @@ class LocalStream:
                 self._store.dropped(self._job.name.capture_id)
             self._lost += size
             return
-        writer.submit(self._job.write, data, size)
+        job = self._job
+        if job.tap is not None and job.name.kind == "response":
+            writer.submit(job.write_at, (data, time.time()), size)
+        else:
+            writer.submit(job.write, data, size)
 
     def end(self, exchange: Metadata, error: str | None, extra: Metadata | None = None) -> None:
         if not self._begun:
@@ -393,13 +425,18 @@ class LocalStore:
         self.writer._reactor.callFromThread(self._on_error, capture_id, message)
 
     def open_stream(
-        self, capture_id: str, started: float, kind: StreamKind, encoded: bool = False
+        self,
+        capture_id: str,
+        started: float,
+        kind: StreamKind,
+        tap: LLMTap | None = None,
+        encoded: bool = False,
     ) -> LocalStream:
         """``encoded``: the caller writes finished ``.bin`` bytes (the remote fallback),
-        not raw wire bytes to decode."""
+        not raw wire bytes to decode. ``tap``: shared by both streams of an LLM call."""
         name = CaptureName(capture_id, started, kind)
         encoding = None if encoded else self._encoding
-        job = FileJob(self.writer, self.log_dir, name, self._report, encoding)
+        job = FileJob(self.writer, self.log_dir, name, self._report, encoding, tap)
         return LocalStream(self, job)
 
     def stop(self) -> Deferred[None]:

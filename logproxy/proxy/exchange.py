@@ -11,6 +11,7 @@ import json
 import uuid
 from enum import Enum, auto
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -24,8 +25,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
 from logproxy import console
+from logproxy.capture.llmtap import LLMTap
 from logproxy.capture.model import StreamHead, now, rfc3339
 from logproxy.http.channel import MalformedRequest
+from logproxy.llm import observe
 from logproxy.proxy.body import RequestBodyProducer
 from logproxy.proxy.headers import REQUEST_SET_BY_PROXY, forwardable, header_value
 from logproxy.proxy.relay import ResponseRelay
@@ -108,6 +111,8 @@ class Exchange:
         self._timeout_kind: str | None = None
         self._close_after_response = False
         self._capture_failed = False
+        self._llm_tap: LLMTap | None = None
+        self._duration_ms = 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -558,7 +563,12 @@ class Exchange:
         m.requests.labels(self.route_label, status).inc()
         m.body_bytes.labels(self.route_label, "request").inc(self.request_bytes)
         m.body_bytes.labels(self.route_label, "response").inc(self.response_bytes)
-        if ctx.console:
+        self._duration_ms = (ctx.reactor.seconds() - self._t0) * 1000
+        if self._llm_tap is None:  # else the end line waits for the usage (_llm_done)
+            self._end_line(None)
+
+    def _end_line(self, usage: str | None) -> None:
+        if self.ctx.console:
             console.emit(
                 console.end_line(
                     self.short_id,
@@ -566,10 +576,19 @@ class Exchange:
                     RESPONSES.get(self.status, b"").decode() if self.status else "-",
                     self.request_bytes,
                     self.response_bytes,
-                    (ctx.reactor.seconds() - self._t0) * 1000,
-                    error,
+                    self._duration_ms,
+                    self.error,
+                    usage,
                 )
             )
+
+    def _llm_done(self, llm: dict[str, Any] | None, usage_line: str | None) -> None:
+        """The capture understood the call (reactor thread, after the exchange ended)."""
+        if llm is not None:
+            self.ctx.metrics.count_llm(self.route_label, llm)
+            if usage_line and self.ctx.console:
+                console.emit(f"[{self.short_id}] {usage_line}")
+        self._end_line(console.usage_summary(llm))
 
     # ---------------------------------------------------------------- timeouts
 
@@ -636,8 +655,19 @@ class Exchange:
         store = self.ctx.store
         if not enabled or store is None:
             return
-        self.req_capture = self._capture(store.open_stream, self.id, self.started, "request")
-        self.resp_capture = self._capture(store.open_stream, self.id, self.started, "response")
+        tap = None
+        if head is not None:  # proxied: maybe an LLM call worth understanding
+            observer = self._capture(
+                observe,
+                self.method,
+                urlsplit(self.target_url).path,
+                _text(self.request.getHeader(b"content-type")),
+            )
+            if observer is not None:
+                tap = self._llm_tap = LLMTap(observer, self.started, self._llm_done)
+        open_stream = store.open_stream
+        self.req_capture = self._capture(open_stream, self.id, self.started, "request", tap)
+        self.resp_capture = self._capture(open_stream, self.id, self.started, "response", tap)
         if self.req_capture is not None:
             if head is None:
                 head = StreamHead(
@@ -655,6 +685,13 @@ class Exchange:
                 self.req_capture = None
 
     def _begin_response_capture(self, head: StreamHead | None) -> None:
+        tap = self._llm_tap
+        if tap is not None:  # read by the capture's thread once the stream opens
+            tap.status = self.status
+            tap.content_type = _text(
+                self.request.responseHeaders.getRawHeaders(b"content-type", [None])[-1]
+            )
+            tap.headers_at = now()
         if self.resp_capture is not None and not self._resp_capture_begun:
             self._resp_capture_begun = True
             self._capture(self.resp_capture.begin, head, self.meta)

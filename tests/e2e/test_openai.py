@@ -137,17 +137,18 @@ def test_console_lines(proxy: Logproxy, mock: Mock, oai: openai.OpenAI) -> None:
     proxy.wait_log(rf"\[{short}\] 200 OK in=\d+B out=\d+B [\d.]+ms")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SPEC section 6: the end line of an LLM call must show token usage; "
-    "Exchange._finalize never passes usage= to console.end_line",
-)
 def test_console_end_line_has_token_usage(proxy: Logproxy, oai: openai.OpenAI) -> None:
     raw = oai.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=CHAT)
     short = raw.headers["x-logproxy-id"][:8]
     line = proxy.wait_log(rf"\[{short}\] 200 OK[^\n]*").group(0)
-    # usage is prompt_tokens=2, completion_tokens=5: the line must show these numbers somehow
-    assert re.search(r"\b5\b", line.split("ms", 1)[1]), line
+    # usage is prompt_tokens=2, completion_tokens=5
+    assert "gpt-4o-mini-mock-2025 tokens=2+5" in line, line
+    proxy.wait_log(rf"\[{short}\] \[USAGE\] prompt_tokens=2 completion_tokens=5 total_tokens=7")
+    meta = proxy.capture(raw.headers["x-logproxy-id"]).response_meta
+    llm = meta["llm"]
+    assert llm["api"] == "openai.chat" and llm["model"] == "gpt-4o-mini"
+    assert llm["usage"]["input_tokens"] == 2 and llm["usage"]["output_tokens"] == 5
+    assert llm["output_text"] == "word1 word2 word3 word4 word5"
 
 
 def test_api_keys_never_stored_or_logged(proxy: Logproxy, oai: openai.OpenAI) -> None:
