@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -36,6 +36,23 @@ from logproxy.capture.model import (
 log = Logger()
 
 _STOP = object()
+
+
+class WriterListener(Protocol):
+    """Told about capture files as the writer thread writes them (an index, live events).
+
+    Called on the writer thread, in the order the files change; must be quick and must
+    not block on the reactor. An exception is logged and does not stop the writer.
+    """
+
+    def document_written(self, log_dir: str, name: CaptureName, doc: Metadata) -> None:
+        """A ``*_metadata.json`` was (re)written: at a stream's start, end, and updates."""
+
+    def data_written(self, log_dir: str, name: CaptureName, bytes_written: int) -> None:
+        """The ``.bin`` grew to ``bytes_written`` (after each batch that wrote to it)."""
+
+    def batch_done(self) -> None:
+        """The writer finished a batch (a good moment to commit)."""
 
 
 class WriterThread:
@@ -58,6 +75,7 @@ class WriterThread:
         self._drain_waiters: list[Callable[[], None]] = []
         self._waiting = False  # read by the writer thread: someone waits for a drain
         self._dirty: set[FileJob] = set()
+        self.listeners: list[WriterListener] = []  # add before start()
         self._thread = threading.Thread(target=self._run, name="logproxy-writer", daemon=True)
         self._stopped: Deferred[None] | None = None
 
@@ -145,6 +163,16 @@ class WriterThread:
         dirty, self._dirty = self._dirty, set()
         for job in dirty:
             job.flush()
+            self._tell("data_written", job.log_dir, job.name, job.bytes_written)
+        self._tell("batch_done")
+
+    def _tell(self, event: str, *args: Any) -> None:
+        """Writer thread: pass an event to every listener."""
+        for listener in self.listeners:
+            try:
+                getattr(listener, event)(*args)
+            except Exception:
+                log.failure("capture writer listener failed on {event}", event=event)
 
     def _finished(self) -> None:
         assert self._stopped is not None
@@ -202,6 +230,7 @@ class FileJob:
     ) -> None:
         self._writer = writer
         self.tap = tap
+        self.log_dir = log_dir
         self._dir = os.path.join(log_dir, name.folder)
         self.name = name
         self._report = report
@@ -351,6 +380,8 @@ class FileJob:
             write_json_atomically(self.metadata_path, doc)
         except OSError as e:
             self._fail("cannot write capture metadata", e)
+            return
+        self._writer._tell("document_written", self.log_dir, self.name, doc)
 
 
 class LocalStream:

@@ -291,3 +291,5 @@ class MetadataUpdate:
             self.status = 200
         except OSError:
             self.status = 500
+            return
+        self._state.writer._tell("document_written", self._state.log_dir, self._name, new)
