@@ -1,0 +1,5 @@
+import sys
+
+from logproxy.cli import main
+
+sys.exit(main())
