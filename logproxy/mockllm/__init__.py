@@ -21,6 +21,7 @@ Knobs, in a ``mock`` object in the JSON body (``extra_body={"mock": {...}}``) or
 - ``status``: answer with this HTTP status and the API's error body (>= 400).
 - ``drop_after``: reset the connection after N SSE events (N body bytes when not streaming).
 - ``gzip``: ``Content-Encoding: gzip``, flushed per SSE event; ``echo``: repeat the user.
+- ``openrouter``: chat answers carry OpenRouter's extras (``usage.cost``, ``provider``).
 
 Helpers: ``GET /mock/bytes?size=N&chunk=M&chunked=1``, ``/mock/echo`` (any method),
 ``/mock/status/<code>``, ``/mock/slow-headers?delay=S``, ``/mock/drop?after=N``,

@@ -103,6 +103,7 @@ class Knobs:
     drop_after: int | None = None
     gzip: bool = False
     echo: bool = False
+    openrouter: bool = False  # OpenRouter's extras on chat: usage.cost and a provider field
 
 
 DEFAULT_KNOBS = Knobs()
@@ -150,6 +151,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "drop_after": lambda v: None if v is None else _as_int(v, 0, 10**15),
     "gzip": _as_bool,
     "echo": _as_bool,
+    "openrouter": _as_bool,
 }
 
 

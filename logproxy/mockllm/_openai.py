@@ -103,6 +103,9 @@ def chat_completions(body: dict[str, Any], knobs: Knobs, now: int) -> Plan:
     reply = make_reply(knobs, user, max_tokens(body, "max_completion_tokens", "max_tokens"))
     finish = "length" if reply.truncated else "stop"
     usage = openai_usage(prompt, reply.count)
+    if knobs.openrouter:
+        usage["cost"] = round((prompt + reply.count) * 1e-6, 8)
+        head["provider"] = "MockProvider"
     if stream:
         return SsePlan(_chat_events(head, reply, finish, usage, knobs, _include_usage(body)))
 
@@ -127,6 +130,7 @@ def _completion(
         "usage": usage,
         "service_tier": "default",
         "system_fingerprint": FINGERPRINT,
+        **({"provider": head["provider"]} if "provider" in head else {}),
     }
 
 
@@ -141,6 +145,7 @@ class _ChunkMaker:
             "model": head["model"],
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT,
+            **({"provider": head["provider"]} if "provider" in head else {}),
         }
         self.tail: dict[str, Any] = {"usage": None} if include_usage else {}
 
