@@ -51,6 +51,21 @@ def with_timeout(d: Deferred[Any], timeout: float, what: str) -> Deferred[Any]:
     return out
 
 
+def chromium() -> str:
+    """Debian's Chromium for the browser tests: skipped where it is not installed, but a
+    failure under CI (which installs it) so that it can never be skipped silently there."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
 def free_port() -> int:
     """A port that was free a moment ago (``logging_server.port: 0`` means "disabled")."""
     import socket
