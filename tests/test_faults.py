@@ -376,3 +376,42 @@ async def test_connect_timeout_gives_502(tmp_path: Any, services: list[Any]) -> 
     finally:
         for sock in [*fillers, listener]:
             sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stuck_writer_sheds_new_captures_not_requests(
+    tmp_path: Any, mock_upstream: str, services: list[Any]
+) -> None:
+    """With the writer thread stuck (a slow disk), the backlog is bounded by buffer_size:
+    new captures are skipped whole and counted, requests keep flowing, and captures resume
+    once the writer drains."""
+    import threading
+
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    routes = {"helpers": {"pattern": "/helpers/", "destination": f"{mock_upstream}/mock/"}}
+    service = start_service(make_config(tmp_path, routes, logging={"buffer_size": "64KiB"}))
+    services.append(service)
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = HTTPClient(Agent(reactor, pool=pool))
+    url = f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
+    release = threading.Event()
+    service.writer.submit(lambda _: release.wait(10), None)  # the disk hangs
+    for _ in range(40):
+        response = await http.get(url)
+        assert response.code == 200
+        await response.content()
+    text = service.metrics.render().decode()
+    assert 'logproxy_capture_errors_total{kind="skipped"}' in text
+    assert service.writer.backlog <= 64 * 1024
+    release.set()
+    await wait_for(lambda: service.writer.backlog == 0, 5, "the writer to drain")
+    response = await http.get(url)
+    capture_id = response.headers.getRawHeaders("X-Logproxy-Id")[0]
+    await response.content()
+    await finished_capture(str(tmp_path / "logs"), capture_id)  # captured again
+    kept = {p.name.split("_")[2] for p in (tmp_path / "logs").glob("*/*_request.bin")}
+    assert 1 < len(kept) < 41  # some skipped, some kept, none half-written
+    for capture in kept:
+        assert len(list((tmp_path / "logs").glob(f"*/*{capture}*"))) == 4

@@ -76,6 +76,7 @@ class WriterThread:
         self._waiting = False  # read by the writer thread: someone waits for a drain
         self._dirty: set[FileJob] = set()
         self.listeners: list[WriterListener] = []  # add before start()
+        self._dirs: set[str] = set()  # writer thread: day folders known to exist
         self._thread = threading.Thread(target=self._run, name="logproxy-writer", daemon=True)
         self._stopped: Deferred[None] | None = None
 
@@ -162,9 +163,20 @@ class WriterThread:
         (and GIL hand-overs with the busy reactor thread) than a write per chunk."""
         dirty, self._dirty = self._dirty, set()
         for job in dirty:
-            job.flush()
-            self._tell("data_written", job.log_dir, job.name, job.bytes_written)
+            wrote = job.flush()
+            if wrote:
+                self._tell("data_written", job.log_dir, job.name, job.bytes_written)
         self._tell("batch_done")
+
+    def ensure_dir(self, path: str) -> None:
+        """Writer thread: ``os.makedirs`` once per folder, not once per file."""
+        if path not in self._dirs:
+            os.makedirs(path, exist_ok=True)
+            self._dirs.add(path)
+
+    def forget_dir(self, path: str) -> None:
+        """A folder was removed behind the writer's back (retention): check it again."""
+        self._dirs.discard(path)
 
     def _tell(self, event: str, *args: Any) -> None:
         """Writer thread: pass an event to every listener."""
@@ -180,6 +192,9 @@ class WriterThread:
 
 
 _IOV_MAX = 1024
+#: Backlog bytes counted for an open or a close item (a metadata document and a file),
+#: so that ``buffer_size`` bounds the queue under a flood of short requests too.
+ITEM_COST = 2048
 
 
 def _writev_all(fd: int, buffers: list[bytes]) -> int:
@@ -195,10 +210,12 @@ def _writev_all(fd: int, buffers: list[bytes]) -> int:
 
 def write_json_atomically(path: str, doc: Metadata) -> None:
     """Readers (and a crash at any moment) see the old or the new document, never half."""
+    # One line, no indent: only then does the json module use its C encoder (several times
+    # faster, and it holds the GIL the reactor thread needs). `logproxy show` pretty-prints.
     try:
-        text = json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
+        text = json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from undecodable request bytes: escape them
-        text = json.dumps(doc, indent=2).encode("ascii")
+        text = json.dumps(doc).encode("ascii")
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
     with open(tmp, "wb") as f:
         f.write(text + b"\n")
@@ -243,6 +260,8 @@ class FileJob:
         self.bytes_written = 0
         self.capture_error: str | None = None
         self.exists = False  # open() found the stream already on disk; nothing is written
+        self._start_pending = False  # the "completed: false" document is due (see open)
+        self._start_extra: Metadata | None = None
         self.done = False
 
     @property
@@ -268,14 +287,20 @@ class FileJob:
         exchange, started_at, head, extra = args
         self._exchange, self._started_at = exchange, started_at
         try:
-            os.makedirs(self._dir, exist_ok=True)
+            self._writer.ensure_dir(self._dir)
             self._fd = os.open(self.bin_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             self.exists = True
             return
         except OSError as e:
+            self._writer.forget_dir(self._dir)
             self._fail("cannot create capture file", e)
-        self._write_metadata(completed_at=None, completed=False, error=None, extra=extra)
+        # The "completed: false" document goes out at the end of this writer batch (see
+        # flush): a short exchange that also ends within the batch gets its final
+        # document only, which halves the metadata writes under load.
+        self._start_extra = extra
+        self._start_pending = True
+        self._writer.mark_dirty(self)
         if self._encoding is not None and head is not None:
             redact, max_decoded = self._encoding
             body_tap = None
@@ -294,17 +319,25 @@ class FileJob:
             self._writer.mark_dirty(self)
         self._pending.append(data)
 
-    def flush(self) -> None:
-        """Write what this batch gathered (called by the writer after each batch)."""
+    def flush(self) -> bool:
+        """Write what this batch gathered (called by the writer after each batch), then the
+        start document if it is still due. True if the ``.bin`` grew."""
         pending, self._pending = self._pending, []
         fd = self._fd
-        if fd is None or not pending:
-            return
-        try:
-            for start in range(0, len(pending), _IOV_MAX):
-                self.bytes_written += _writev_all(fd, pending[start : start + _IOV_MAX])
-        except OSError as e:
-            self._fail("cannot write capture file", e)
+        wrote = False
+        if fd is not None and pending:
+            try:
+                for start in range(0, len(pending), _IOV_MAX):
+                    self.bytes_written += _writev_all(fd, pending[start : start + _IOV_MAX])
+                wrote = True
+            except OSError as e:
+                self._fail("cannot write capture file", e)
+        if self._start_pending:
+            self._start_pending = False
+            self._write_metadata(
+                completed_at=None, completed=False, error=None, extra=self._start_extra
+            )
+        return wrote
 
     def write_at(self, args: tuple[bytes, float]) -> None:
         """A chunk and the time it arrived (for the llm observer's timings)."""
@@ -341,6 +374,7 @@ class FileJob:
             else:
                 llm = tap.response_end(complete=error is None)
                 extra = {**extra, "llm": llm[0]}
+        self._start_pending = False  # the final document below replaces it
         self.flush()
         if self._fd is not None:
             try:
@@ -376,9 +410,10 @@ class FileJob:
             },
         )
         try:
-            os.makedirs(self._dir, exist_ok=True)
+            self._writer.ensure_dir(self._dir)
             write_json_atomically(self.metadata_path, doc)
         except OSError as e:
+            self._writer.forget_dir(self._dir)
             self._fail("cannot write capture metadata", e)
             return
         self._writer._tell("document_written", self.log_dir, self.name, doc)
@@ -392,16 +427,19 @@ class LocalStream:
     @ivar _lost: bytes dropped, reported as ``bytes_lost``.
     """
 
-    def __init__(self, store: LocalStore, job: FileJob) -> None:
+    def __init__(self, store: LocalStore, job: FileJob, refused: bool = False) -> None:
         self._store = store
         self._job = job
+        self._refused = refused  # the writer was too far behind: this capture is skipped
         self._begun = False
         self._dropping = False
         self._lost = 0
 
     def begin(self, head: StreamHead | None, exchange: Metadata) -> None:
+        if self._refused:
+            return
         self._begun = True
-        self._store.writer.submit(self._job.open, (dict(exchange), now(), head, None))
+        self._store.writer.submit(self._job.open, (dict(exchange), now(), head, None), ITEM_COST)
 
     def write(self, data: bytes) -> None:
         if not self._begun:
@@ -428,7 +466,7 @@ class LocalStream:
             info.update(extra)
         if self._lost:
             self._store.lost(self._lost)
-        self._store.writer.submit(self._job.close, (dict(exchange), error, info))
+        self._store.writer.submit(self._job.close, (dict(exchange), error, info), ITEM_COST)
 
 
 class LocalStore:
@@ -443,6 +481,7 @@ class LocalStore:
         on_error: ErrorReporter,
         on_drop: Callable[[str], None],
         on_lost: Callable[[int], None],
+        on_skip: Callable[[], None] = lambda: None,
     ) -> None:
         self.writer = writer
         self.log_dir = log_dir
@@ -450,6 +489,8 @@ class LocalStore:
         self._on_error = on_error
         self.dropped = on_drop
         self.lost = on_lost
+        self.skipped = on_skip
+        self._refused_id: str | None = None
 
     def _report(self, capture_id: str, message: str) -> None:
         # Runs on the writer thread; hop to the reactor for logging and metrics.
@@ -468,7 +509,15 @@ class LocalStore:
         name = CaptureName(capture_id, started, kind)
         encoding = None if encoded else self._encoding
         job = FileJob(self.writer, self.log_dir, name, self._report, encoding, tap)
-        return LocalStream(self, job)
+        # Decided once per capture (its request stream opens first): under sustained
+        # overload the writer's backlog would grow without end, so new captures are
+        # skipped, whole, until it drains. Counted and logged, never silent.
+        if kind == "request":
+            self._refused_id = None
+            if not self.writer.has_room(4 * ITEM_COST):
+                self._refused_id = capture_id
+                self.skipped()
+        return LocalStream(self, job, refused=capture_id == self._refused_id)
 
     def stop(self) -> Deferred[None]:
         return self.writer.stop()
