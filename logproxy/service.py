@@ -58,6 +58,7 @@ class LogproxyService(Service):
         self.logserver_port: Any = None
         self.retention: RetentionService | None = None
         self._recovery: Deferred[Any] | None = None
+        self._next_skip_warning = 0.0
 
     # -- building
 
@@ -87,6 +88,7 @@ class LogproxyService(Service):
                 on_error=self._capture_error,
                 on_drop=self._capture_dropped,
                 on_lost=self.metrics.capture_bytes_lost.inc,
+                on_skip=self._capture_skipped,
             )
             self.store = local
             if c.logging.server_url:
@@ -134,6 +136,16 @@ class LogproxyService(Service):
     def _capture_error(self, capture_id: str, message: str) -> None:
         self.metrics.capture_errors.labels("write").inc()
         log.warn("capture {id}: {message}", id=capture_id, message=message)
+
+    def _capture_skipped(self) -> None:
+        self.metrics.capture_errors.labels("skipped").inc()
+        now_ = self.reactor.seconds()
+        if now_ >= self._next_skip_warning:
+            self._next_skip_warning = now_ + 10
+            log.warn(
+                "capture writer backlog full (logging.buffer_size): skipping new captures "
+                'until it drains; see logproxy_capture_errors_total{{kind="skipped"}}'
+            )
 
     def _capture_dropped(self, capture_id: str) -> None:
         self.metrics.capture_errors.labels("dropped").inc()
