@@ -68,7 +68,7 @@ async def test_client_disconnect_mid_stream_cancels_upstream(
         capture_id = capture_id_of(client.received)
         client.transport.abortConnection()
         # the upstream connection is closed promptly
-        await with_timeout(peer.lost_d, 2, "upstream connection to close")
+        await with_timeout(peer.lost_d, 1, "upstream connection to close within a second")
         capture = await finished_capture(log_dir(tmp_path), capture_id)
         body, meta = capture["response"]
         assert split_bin(body)[2] == b"data: event 1\n\n"  # every byte seen so far is kept
@@ -92,7 +92,7 @@ async def test_client_disconnect_during_upload_cancels_upstream(
         )
         await peer.wait_received(b"a" * 40)
         client.transport.abortConnection()
-        await with_timeout(peer.lost_d, 2, "upstream connection to close")
+        await with_timeout(peer.lost_d, 1, "upstream connection to close within a second")
         ids = await wait_for(lambda: list((tmp_path / "logs").glob("*/*_request_metadata.json")))
         capture_id = ids[0].name.split("_")[2]
         capture = await finished_capture(log_dir(tmp_path), capture_id)
@@ -139,7 +139,7 @@ async def test_response_timeout_gives_504(tmp_path: Any, services: list[Any]) ->
         await client.wait_received(b"proxy_error")
         assert client.received.startswith(b"HTTP/1.1 504 Gateway Time-out\r\n")
         assert b"no response headers within 0.2 s" in client.received
-        await with_timeout(peer.lost_d, 2, "upstream connection to close")
+        await with_timeout(peer.lost_d, 1, "upstream connection to close within a second")
         client.transport.loseConnection()
         await client.lost_d
     finally:
@@ -158,7 +158,7 @@ async def test_idle_timeout_aborts_a_stalled_stream(tmp_path: Any, services: lis
         await client.wait_received(b"abc")
         await with_timeout(client.lost_d, 3, "client connection to be dropped")
         assert not client.received.endswith(b"0\r\n\r\n")
-        await with_timeout(peer.lost_d, 2, "upstream connection to close")
+        await with_timeout(peer.lost_d, 1, "upstream connection to close within a second")
         capture = await finished_capture(log_dir(tmp_path), capture_id_of(client.received))
         assert capture["response"][1]["error"] == "idle timeout"
     finally:
