@@ -44,9 +44,20 @@ COMPUTED_FIELDS = frozenset(
 )
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def rfc3339(ts: float) -> str:
-    """``2025-09-13T02:11:09.123456Z`` for a POSIX timestamp."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2025-09-13T02:11:09.123456Z`` for a POSIX timestamp.
+
+    Called several times per request: the date-time part is formatted once per second.
+    """
+    global _second_cache
+    whole = int(ts)
+    if whole != _second_cache[0]:
+        _second_cache = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    micros = min(int((ts - whole) * 1_000_000 + 0.5), 999_999)
+    return f"{_second_cache[1]}.{micros:06d}Z"
 
 
 def parse_rfc3339(text: object) -> float:

@@ -248,7 +248,7 @@ class FileJob:
         self._writer = writer
         self.tap = tap
         self.log_dir = log_dir
-        self._dir = os.path.join(log_dir, name.folder)
+        self._folder: str | None = None  # log_dir/YYYY-MM-DD, worked out on the writer thread
         self.name = name
         self._report = report
         self._encoding = encoding
@@ -263,6 +263,12 @@ class FileJob:
         self._start_pending = False  # the "completed: false" document is due (see open)
         self._start_extra: Metadata | None = None
         self.done = False
+
+    @property
+    def _dir(self) -> str:
+        if self._folder is None:
+            self._folder = os.path.join(self.log_dir, self.name.folder)
+        return self._folder
 
     @property
     def bin_path(self) -> str:
