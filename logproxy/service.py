@@ -17,6 +17,9 @@ from logproxy.capture.sink import CaptureStore
 from logproxy.capture.uploader import STOP_TIMEOUT, RemoteStore
 from logproxy.capture.writer import LocalStore, WriterThread
 from logproxy.config import Config, RouteConfig
+from logproxy.index.runtime import CaptureIndex
+from logproxy.index.schema import IndexUnavailable
+from logproxy.logserver.api import Api
 from logproxy.logserver.site import LogServerSite
 from logproxy.logserver.upload import LogServerState
 from logproxy.metrics import Metrics
@@ -57,7 +60,9 @@ class LogproxyService(Service):
         self.proxy_port: Any = None
         self.logserver_port: Any = None
         self.retention: RetentionService | None = None
+        self.index: CaptureIndex | None = None
         self._recovery: Deferred[Any] | None = None
+        self._reconcile: Deferred[Any] | None = None
         self._next_skip_warning = 0.0
 
     # -- building
@@ -76,6 +81,8 @@ class LogproxyService(Service):
         c = self.config
         if self._needs_writer():
             self.writer = WriterThread(self.reactor, c.logging.buffer_size)
+            if c.logging_server.port != 0:  # the query API and UI read the index
+                self.index = self._open_index(self.writer)
             self.writer.start()
         redact = frozenset(name.encode().lower() for name in c.logging.redact_headers)
         if self._captures_anything():
@@ -129,9 +136,31 @@ class LogproxyService(Service):
                 metrics=self.metrics,
             )
 
+    def _open_index(self, writer: WriterThread) -> CaptureIndex | None:
+        """The capture index; without it (a broken index file, another logproxy
+        rebuilding it) the service runs and the query API answers 503."""
+        try:
+            return CaptureIndex(self.reactor, writer, self.config.logging.log_dir)
+        except IndexUnavailable as e:
+            log.warn("capture index disabled: {reason}", reason=str(e))
+            return None
+
+    def _api(self) -> Api:
+        assert self.logserver is not None
+        return Api(
+            reactor=self.reactor,
+            log_dir=self.config.logging.log_dir,
+            index=self.index,
+        )
+
     def _recovered(self, count: int) -> None:
         if count:
             log.warn("marked {n} captures left open by a dead process as interrupted", n=count)
+
+    def _start_reconcile(self, _: object) -> None:
+        """After crash recovery: bring the index in line with the files (background)."""
+        if self.index is not None and self.running:
+            self._reconcile = self.index.reconcile()
 
     def _capture_error(self, capture_id: str, message: str) -> None:
         self.metrics.capture_errors.labels("write").inc()
@@ -181,7 +210,7 @@ class LogproxyService(Service):
                 factory = ProxyFactory(self.proxy)
             else:
                 assert self.logserver is not None
-                factory = LogServerSite(self.logserver)
+                factory = LogServerSite(self.logserver, self._api())
             listening = self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
             sock.close()  # the reactor holds its own duplicate of the descriptor
             self.ports.append(listening)
@@ -202,6 +231,7 @@ class LogproxyService(Service):
         if self.writer is not None:  # this process writes capture files: tidy up after a crash
             d = deferToThread(recover, self.config.logging.log_dir, time.time())
             d.addCallbacks(self._recovered, lambda f: log.failure("crash recovery failed", f))
+            d.addCallback(self._start_reconcile)
             self._recovery = d
         retention = self.config.logging.retention
         if retention is not None and self.writer is not None:  # files are written here
@@ -211,18 +241,23 @@ class LogproxyService(Service):
                 retention.max_bytes,
                 self.metrics,
                 self.reactor,
+                index=self.index,
             )
             self.retention.startService()
 
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        if self.index is not None:  # ends event streams and tails, stops reconciling
+            index_stopped = self.index.stop()
         for port in self.ports:
             yield port.stopListening()
         if self.retention is not None:
             yield self.retention.stopService()
         if self._recovery is not None:
             yield self._recovery
+        if self.index is not None:
+            yield index_stopped
         proxy = self.proxy
         if proxy is not None and proxy.exchanges and self.config.server is not None:
             timeout = self.config.server.shutdown_timeout
@@ -240,6 +275,8 @@ class LogproxyService(Service):
             yield proxy.upstreams.close()
         if self.writer is not None:
             yield self.writer.stop()
+        if self.index is not None:
+            self.index.close()
 
     def _wait_idle(self, timeout: float) -> Deferred[None]:
         """Fires when no exchange is in flight, or after ``timeout`` seconds."""

@@ -738,7 +738,7 @@ def test_errors_are_one_line(
     assert "invalid int" in one_line_error(cli("ls", "--log-dir", d, "--limit", "many"))
     assert "required" in one_line_error(cli())
     assert "invalid choice" in one_line_error(cli("frobnicate"))
-    assert "no index" in one_line_error(cli("reindex", "--log-dir", d))
+    assert "cannot read log directory" in one_line_error(cli("reindex", "--log-dir", missing))
     bad = tmp_path / "bad.yaml"
     bad.write_text("logging:\n  log_dri: x\n")
     assert "log_dri" in one_line_error(cli("ls", "--config", str(bad)))

@@ -321,8 +321,18 @@ async def test_remote_mode_writes_the_same_files_as_local_mode(
     host_logs, local_logs = str(tmp_path / "host" / "logs"), str(tmp_path / "local" / "logs")
     apis: list[str | None] = []
     for remote_id, local_id in zip(remote_ids, local_ids, strict=True):
-        got = await finished_capture(host_logs, remote_id)
         want = await finished_capture(local_logs, local_id)
+        got = await finished_capture(host_logs, remote_id)
+        if (want["response"][1].get("llm") or {}).get("api"):
+            # The sender's final document (with the llm block) arrives after the upload's
+            # end, which already finalised the document: wait for it, then read again.
+            meta_path = capture_files(host_logs, remote_id)["response_metadata.json"]
+            await wait_for(
+                lambda path=meta_path: read_json(path).get("llm"),
+                5,
+                "the llm block from the sender's final metadata",
+            )
+            got = await finished_capture(host_logs, remote_id)
         for kind in ("request", "response"):
             assert _normalise(got[kind][0], remote_id) == _normalise(want[kind][0], local_id)
             meta = got[kind][1]

@@ -2,8 +2,10 @@
 
 A long-running proxy must not fill its disk. A periodic job (off the reactor, in the
 thread pool) scans ``log_dir``, groups files into captures by their shared name stem,
-and deletes whole captures, oldest first. Captures younger than ``GRACE`` seconds are
-never touched: they may still be in flight.
+and deletes whole captures, oldest first, then their rows in the capture index (if
+there is one). Captures younger than ``GRACE`` seconds are never touched: they may
+still be in flight. The index file counts toward ``max_bytes`` (it holds up to 256 KiB
+of each body's text for search), so ``max_bytes`` bounds all of ``log_dir``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -79,12 +82,17 @@ def scan(log_dir: str) -> list[Capture]:
 
 
 def choose(
-    captures: Iterable[Capture], now: float, max_age: float | None, max_bytes: int | None
+    captures: Iterable[Capture],
+    now: float,
+    max_age: float | None,
+    max_bytes: int | None,
+    other_bytes: int = 0,
 ) -> list[Capture]:
     """The captures to delete (``captures`` oldest first): all older than ``max_age``, then
-    the oldest until the total is within ``max_bytes``, never one younger than GRACE."""
+    the oldest until the total (with ``other_bytes``: the index) is within ``max_bytes``,
+    never one younger than GRACE."""
     ordered = list(captures)
-    total = sum(c.size for c in ordered)
+    total = sum(c.size for c in ordered) + other_bytes
     doomed: list[Capture] = []
     for capture in ordered:
         if now - capture.started < GRACE:
@@ -98,9 +106,24 @@ def choose(
     return doomed
 
 
-def enforce(log_dir: str, max_age: float | None, max_bytes: int | None) -> tuple[int, int]:
-    """One pass: delete what :func:`choose` picks. Returns (captures, bytes) deleted."""
-    doomed = choose(scan(log_dir), time.time(), max_age, max_bytes)
+def _index_size(index_file: str | None) -> int:
+    size = 0
+    for suffix in ("", "-wal"):
+        if index_file is not None:
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(index_file + suffix)
+    return size
+
+
+def enforce(
+    log_dir: str,
+    max_age: float | None,
+    max_bytes: int | None,
+    index_file: str | None = None,
+) -> tuple[int, int]:
+    """One pass: delete what :func:`choose` picks, files then index rows. Returns
+    (captures, bytes) deleted."""
+    doomed = choose(scan(log_dir), time.time(), max_age, max_bytes, _index_size(index_file))
     freed = 0
     folders: set[str] = set()
     for capture in doomed:
@@ -114,7 +137,39 @@ def enforce(log_dir: str, max_age: float | None, max_bytes: int | None) -> tuple
         if os.path.basename(folder) != today:  # today's folder is in use by the writer
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # only succeeds once empty
+    if doomed and index_file is not None:
+        _forget(index_file, [c.stem[24:] for c in doomed])
     return len(doomed), freed
+
+
+def _forget(index_file: str, ids: list[str]) -> None:
+    """Delete the index rows of deleted captures (small transactions: the writer thread
+    waits for the write lock at most one of them)."""
+    if not os.path.exists(index_file):
+        return
+    from logproxy.index.schema import connect
+    from logproxy.index.store import delete_ids, text_search_mode
+
+    try:
+        conn = connect(index_file)
+    except sqlite3.Error as e:
+        log.warn("retention: cannot open the capture index: {error}", error=e)
+        return
+    try:
+        mode = text_search_mode(conn)
+        for start in range(0, len(ids), 200):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                delete_ids(conn, ids[start : start + 200], mode)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    except sqlite3.Error as e:
+        # The next start-up's reconcile deletes rows whose files are gone.
+        log.warn("retention: cannot delete capture index rows: {error}", error=e)
+    finally:
+        conn.close()
 
 
 class RetentionService(Service):
@@ -128,8 +183,11 @@ class RetentionService(Service):
         metrics: Any,
         reactor: Any,
         interval: float = INTERVAL,
+        index: Any = None,
     ) -> None:
-        self._args = (log_dir, max_age, max_bytes)
+        """``index``: the service's CaptureIndex (its rows are deleted with the files)."""
+        index_file = getattr(index, "path", None)
+        self._args = (log_dir, max_age, max_bytes, index_file)
         self._metrics = metrics
         self._reactor = reactor
         self._interval = interval

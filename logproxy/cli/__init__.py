@@ -141,12 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     tail = command("tail", "Follow new captures: a line as each starts and as it ends.", cmd_tail)
     tail.add_argument("--since", metavar="TIME", help="first print the captures since TIME")
 
-    command("reindex", "Rebuild the capture index (not in this version).", _reindex, "")
+    reindex = command(
+        "reindex",
+        "Rebuild the capture index (for the logging server's query API) from the files.",
+        _reindex,
+        "Stop the logproxy that writes this log directory first: it holds the index (and "
+        "brings it up to date by itself when it starts).",
+    )
+    reindex.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    reindex.add_argument(
+        "--like", action="store_true", help=argparse.SUPPRESS
+    )  # build the LIKE fallback (what a SQLite without FTS5 gets); for tests
     return parser
 
 
 def _reindex(args: Any, store: Store, out: IO[str], err: IO[str]) -> int:
-    raise CliError("no index in this version")
+    # imported here: the index imports logproxy.cli.parse, so not at module level
+    from logproxy.cli.reindex import cmd_reindex
+
+    return cmd_reindex(args, store, out, err)
 
 
 def resolve_log_dir(log_dir: str | None, config: str | None) -> str:

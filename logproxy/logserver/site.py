@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 from typing import Any
 
 from twisted.python.failure import Failure
@@ -18,6 +19,7 @@ from twisted.web.resource import Resource
 
 from logproxy.http.channel import channel_protocol
 from logproxy.http.streaming import BodyReceiver, StreamingRequestMixin
+from logproxy.logserver.api import Api, ApiResource
 from logproxy.logserver.upload import (
     MAX_METADATA,
     BadUpload,
@@ -32,17 +34,42 @@ from logproxy.logserver.upload import (
 METADATA_HEADER = b"X-Logproxy-Metadata"
 
 
+#: Set when a request is authorized with ``?token=``, so that the browser UI's own files,
+#: its fetches and its EventSource are authorized too (HttpOnly, SameSite=Strict).
+TOKEN_COOKIE = b"logproxy_token"
+
+
 def authorized(request: server.Request, token: str) -> bool:
-    """``Authorization: Bearer <token>`` or ``?token=<token>`` (for EventSource and links)."""
+    """``Authorization: Bearer <token>``, ``?token=<token>`` (for EventSource and links) or,
+    for GET and HEAD, the ``logproxy_token`` cookie that ``?token=`` sets (for the UI).
+
+    A wrong bearer token is refused even when a cookie would do: what the client says
+    explicitly wins. Other schemes (Basic auth of a reverse proxy in front) are ignored.
+    """
     if not token:
         return True
     expected = token.encode()
     header = request.getHeader(b"authorization") or b""
     scheme, _, given = header.partition(b" ")
-    if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected):
+    if scheme.lower() == b"bearer":
+        return hmac.compare_digest(given.strip(), expected)
+    if _query_token_ok(request, expected):
         return True
+    if request.method not in (b"GET", b"HEAD"):
+        return False
+    cookie = request.getCookie(TOKEN_COOKIE)
+    return cookie is not None and hmac.compare_digest(cookie, cookie_value(token))
+
+
+def _query_token_ok(request: server.Request, expected: bytes) -> bool:
     query_tokens = request.args.get(b"token", []) if request.args else []
     return any(hmac.compare_digest(t, expected) for t in query_tokens)
+
+
+def cookie_value(token: str) -> bytes:
+    """The cookie holds a value derived from the token (safe in a cookie whatever the
+    token's characters), not the token itself."""
+    return hmac.new(token.encode(), b"logproxy-ui-cookie", "sha256").hexdigest().encode()
 
 
 class _Discard:
@@ -201,21 +228,124 @@ def _json_error(request: server.Request, code: int, message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
+#: The web UI's files (``index.html`` is served at ``/``).
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+#: Headers of the UI page: it shows captured (untrusted) content, so no inline script,
+#: no framing, and the token in its URL never leaks through a Referer.
+_UI_HEADERS = {
+    b"Content-Security-Policy": b"default-src 'self'; script-src 'self'; "
+    b"style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"no-referrer",
+    b"X-Frame-Options": b"DENY",
+}
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+class StaticFiles(Resource):
+    """``/static/*``: the UI's files, revalidated on every load (``no-cache``). Only
+    regular files under the directory; no listings, no dot-files, no ``..``."""
+
+    isLeaf = True
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self._dir = os.path.realpath(directory)
+
+    def render_GET(self, request: server.Request) -> bytes:
+        parts = [p.decode("utf-8", "replace") for p in request.postpath or []]
+        if not parts or any(not p or p.startswith(".") or "/" in p or "\\" in p for p in parts):
+            return _json_error(request, 404, "no such file")
+        path = os.path.realpath(os.path.join(self._dir, *parts))
+        if not path.startswith(self._dir + os.sep) or not os.path.isfile(path):
+            return _json_error(request, 404, "no such file")
+        try:
+            with open(path, "rb") as f:  # small files, in the page cache
+                data = f.read()
+        except OSError:
+            return _json_error(request, 404, "no such file")
+        content_type = _CONTENT_TYPES.get(os.path.splitext(path)[1].lower())
+        request.setHeader(b"Content-Type", (content_type or "application/octet-stream").encode())
+        request.setHeader(b"Cache-Control", b"no-cache")
+        for name, value in _UI_HEADERS.items():
+            request.setHeader(name, value)
+        return data
+
+
 class _Root(Resource):
-    def __init__(self, state: LogServerState) -> None:
+    def __init__(self, state: LogServerState, static_dir: str) -> None:
         super().__init__()
         self._captures = CaptureMetadataResource(state)
+        self._index_html = os.path.join(static_dir, "index.html")
 
     def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
         if request.method == b"PUT":
             return self._captures
-        return resource.NoResource("no such resource")
+        if path == b"" and not request.postpath:
+            return self  # "/" itself
+        return _NotFound()
 
     def render_GET(self, request: server.Request) -> bytes:
+        """The web UI when it is installed, else a JSON description of the service."""
+        try:
+            with open(self._index_html, "rb") as f:  # small, in the page cache
+                page = f.read()
+        except OSError:
+            page = None
+        if page is not None:
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            request.setHeader(b"Cache-Control", b"no-cache")
+            for name, value in _UI_HEADERS.items():
+                request.setHeader(name, value)
+            return page
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps(
-            {"service": "logproxy logging server", "health": "/health", "metrics": "/metrics"}
+            {
+                "service": "logproxy logging server",
+                "health": "/health",
+                "metrics": "/metrics",
+                "api": "/api/requests",
+                "openapi": "/api/openapi.json",
+            }
         ).encode()
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        return _json_error(request, 404, "no such resource")
+
+
+#: The 401 answer to a browser opening ``/`` without the token: a form that reloads
+#: the page with ``?token=`` (no script, nothing captured in it).
+_TOKEN_FORM = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>logproxy: token needed</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 32em; margin: 4em auto">
+<h1>logproxy</h1>
+<p>This logging server needs its token (<code>logging_server.token</code>).</p>
+<form method="get" action="/">
+<label>Token <input name="token" type="password" autofocus required></label>
+<button type="submit">Open</button>
+</form></body></html>
+"""
 
 
 class _Unauthorized(Resource):
@@ -223,6 +353,13 @@ class _Unauthorized(Resource):
 
     def render(self, request: server.Request) -> bytes:
         request.setHeader(b"WWW-Authenticate", b'Bearer realm="logproxy"')
+        accept = request.getHeader(b"accept") or b""
+        if request.path == b"/" and b"text/html" in accept:  # a browser opening the UI
+            request.setResponseCode(401)
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            for name, value in _UI_HEADERS.items():
+                request.setHeader(name, value)
+            return _TOKEN_FORM
         return _json_error(request, 401, "missing or wrong bearer token")
 
 
@@ -232,17 +369,35 @@ class LogServerSite(server.Site):
     requestFactory = LogRequest
     protocol = channel_protocol  # clear 400/414/431 answers to malformed requests
 
-    def __init__(self, state: LogServerState) -> None:
-        root = _Root(state)
+    def __init__(
+        self, state: LogServerState, api: Api | None = None, static_dir: str | None = None
+    ) -> None:
+        static_dir = static_dir or STATIC_DIR
+        root = _Root(state, static_dir)
         root.putChild(b"health", JSONResource({"status": "ok"}))
         root.putChild(b"metrics", MetricsResource(state))
+        if api is None:
+            api = Api(reactor=state.reactor, log_dir=state.log_dir, index=None)
+        root.putChild(b"api", ApiResource(api))
+        if os.path.isdir(static_dir):
+            root.putChild(b"static", StaticFiles(static_dir))
         super().__init__(root, reactor=state.reactor)
         self.state = state
+        self.api = api
         self.noisy = False
 
     def getResourceFor(self, request: server.Request) -> resource.IResource:
-        if request.path != b"/health" and not authorized(request, self.state.token):
+        token = self.state.token
+        if request.path != b"/health" and not authorized(request, token):
             return _Unauthorized()
+        if (
+            token
+            and request.getCookie(TOKEN_COOKIE) is None
+            and _query_token_ok(request, token.encode())
+        ):
+            request.addCookie(
+                TOKEN_COOKIE, cookie_value(token), path=b"/", httpOnly=True, sameSite=b"strict"
+            )
         found: resource.IResource = super().getResourceFor(request)
         return found
 
