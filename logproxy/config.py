@@ -661,13 +661,24 @@ def _port(value: object, key: str, ctx: _Ctx) -> int:
     return port
 
 
+#: More reactor processes than this is almost certainly a typo.
+MAX_WORKERS = 256
+
+
 def _workers(value: object, key: str, ctx: _Ctx) -> int:
+    """A number of processes, or ``auto``: one per CPU core."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return max(
+            1,
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+        )
     workers = _int(value, key, ctx)
-    if workers < 1:
-        raise ConfigError(key, f"must be at least 1, got {_show(workers)}")
-    if workers > 1:
-        # Silently running one process when asked for several would be worse than refusing.
-        raise ConfigError(key, "only 1 is supported in this version (multi-process is planned)")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(
+            key, f"must be between 1 and {MAX_WORKERS} (or auto), got {_show(workers)}"
+        )
     return workers
 
 

@@ -3,6 +3,7 @@ and several services in one process do not share counters)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,6 +22,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: The latest snapshots of the worker processes (main process with server.workers).
+        self.workers: Callable[[], list[Any]] | None = None
         r = self.registry
         self.requests = Counter(
             "logproxy_requests",
@@ -110,4 +113,9 @@ class Metrics:
                 self.llm_tokens.labels(route, model, kind).inc(value)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics, plus those of its worker processes when it has some."""
+        if self.workers is None:
+            return generate_latest(self.registry)
+        from logproxy.workers.metrics_merge import merge, render, snapshot
+
+        return render(merge([snapshot(self.registry), *self.workers()]))

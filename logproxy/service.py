@@ -27,6 +27,7 @@ from logproxy.proxy.context import ProxyContext
 from logproxy.proxy.request import ProxyFactory
 from logproxy.proxy.routing import Router
 from logproxy.proxy.upstream import Upstreams
+from logproxy.workers.pool import WorkerPool
 
 log = Logger()
 
@@ -44,7 +45,17 @@ class LogproxyService(Service):
     with their captures finalised, then the capture writer is flushed.
     """
 
-    def __init__(self, config: Config, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any = None,
+        role: str = "main",
+        channel: Any = None,
+        index_in_worker: bool = False,
+    ) -> None:
+        """``role``: ``main`` (the twistd process: also runs the logging Site, the file
+        maintenance and, with ``server.workers`` > 1, the worker pool) or ``worker`` (a proxy
+        process started by that pool; ``channel`` carries its events to the main)."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -64,6 +75,10 @@ class LogproxyService(Service):
         self._recovery: Deferred[Any] | None = None
         self._reconcile: Deferred[Any] | None = None
         self._next_skip_warning = 0.0
+        self.role = role
+        self.channel = channel
+        self._index_in_worker = index_in_worker
+        self.pool: WorkerPool | None = None
 
     # -- building
 
@@ -83,6 +98,10 @@ class LogproxyService(Service):
             self.writer = WriterThread(self.reactor, c.logging.buffer_size)
             if c.logging_server.port != 0:  # the query API and UI read the index
                 self.index = self._open_index(self.writer)
+            elif self._index_in_worker:  # a worker keeps the main's index current
+                self.index = self._open_index(
+                    self.writer, bus=ForwardingBus(self.channel), reconciling=False
+                )
             self.writer.start()
         redact = frozenset(name.encode().lower() for name in c.logging.redact_headers)
         if self._captures_anything():
@@ -136,11 +155,11 @@ class LogproxyService(Service):
                 metrics=self.metrics,
             )
 
-    def _open_index(self, writer: WriterThread) -> CaptureIndex | None:
+    def _open_index(self, writer: WriterThread, **kw: Any) -> CaptureIndex | None:
         """The capture index; without it (a broken index file, another logproxy
         rebuilding it) the service runs and the query API answers 503."""
         try:
-            return CaptureIndex(self.reactor, writer, self.config.logging.log_dir)
+            return CaptureIndex(self.reactor, writer, self.config.logging.log_dir, **kw)
         except IndexUnavailable as e:
             log.warn("capture index disabled: {reason}", reason=str(e))
             return None
@@ -195,9 +214,14 @@ class LogproxyService(Service):
         if c.logging_server.port != 0:
             wanted.append(("logging server", c.logging_server.host, c.logging_server.port))
         sockets: list[socket.socket] = []
+        # Several processes share the proxy port: each binds it with SO_REUSEPORT and the
+        # kernel spreads the connections.
+        shared = c.server is not None and (c.server.workers > 1 or self.role == "worker")
+        if shared and c.path is None:
+            raise StartupError("server.workers > 1 needs the config in a file (--config)")
         try:
             for what, host, port in wanted:
-                sockets.append(_bind(what, host, port))
+                sockets.append(_bind(what, host, port, reuse_port=shared and what == "proxy"))
         except StartupError:
             for sock in sockets:
                 sock.close()
@@ -216,6 +240,8 @@ class LogproxyService(Service):
             self.ports.append(listening)
             if what == "proxy":
                 self.proxy_port = listening
+                if shared and self.role == "main":
+                    self._make_pool(host, listening.getHost().port)
             else:
                 self.logserver_port = listening
             log.info(
@@ -226,8 +252,34 @@ class LogproxyService(Service):
             )
         super().privilegedStartService()
 
+    def _make_pool(self, host: str, port: int) -> None:
+        c = self.config
+        assert c.server is not None and c.path is not None
+        self.pool = WorkerPool(
+            self.reactor,
+            c.path,
+            host,
+            port,
+            c.server.workers,
+            stop_timeout=c.server.shutdown_timeout,
+            index=self.index is not None,
+            on_event=self._worker_event,
+        )
+        self.metrics.workers = self.pool.snapshots
+
+    def _worker_event(self, message: dict[str, Any]) -> None:
+        """Index events of a worker's captures: into this process's event bus."""
+        if self.index is not None:
+            events = [(kind, data.encode()) for kind, data in message.get("events", [])]
+            growth = [(cid, size, final) for cid, size, final in message.get("growth", [])]
+            self.index.bus.deliver(events, growth)
+
     def startService(self) -> None:
         super().startService()
+        if self.role == "worker":  # the main process keeps the files and the index tidy
+            return
+        if self.pool is not None:
+            self.pool.startService()
         if self.writer is not None:  # this process writes capture files: tidy up after a crash
             d = deferToThread(recover, self.config.logging.log_dir, time.time())
             d.addCallbacks(self._recovered, lambda f: log.failure("crash recovery failed", f))
@@ -248,6 +300,8 @@ class LogproxyService(Service):
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        # Workers shut down gracefully in parallel with this process.
+        pool_stopped = self.pool.stopService() if self.pool is not None else None
         if self.index is not None:  # ends event streams and tails, stops reconciling
             index_stopped = self.index.stop()
         for port in self.ports:
@@ -277,6 +331,8 @@ class LogproxyService(Service):
             yield self.writer.stop()
         if self.index is not None:
             self.index.close()
+        if pool_stopped is not None:
+            yield pool_stopped
 
     def _wait_idle(self, timeout: float) -> Deferred[None]:
         """Fires when no exchange is in flight, or after ``timeout`` seconds."""
@@ -298,7 +354,7 @@ class LogproxyService(Service):
         return done
 
 
-def _bind(what: str, host: str, port: int) -> socket.socket:
+def _bind(what: str, host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening socket for ``host:port`` ("localhost" means the IPv4 loopback)."""
     address = "127.0.0.1" if host == "localhost" else host.strip("[]")
     try:
@@ -311,6 +367,8 @@ def _bind(what: str, host: str, port: int) -> socket.socket:
         ) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
         sock.listen(1024)
         sock.setblocking(False)
@@ -320,3 +378,25 @@ def _bind(what: str, host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port} for the {what}: {e.strerror or e}"
         ) from None
     return sock
+
+
+class ForwardingBus:
+    """A worker's stand-in for the event bus: index events go to the main process, whose
+    bus has the subscribers (it cannot know which captures the main's clients watch)."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def active(self) -> bool:
+        return True
+
+    def watched(self, capture_id: str) -> bool:
+        return True
+
+    def deliver(self, events: list[tuple[str, bytes]], growth: list[Any]) -> None:
+        self._channel.send(
+            {"events": [[kind, data.decode()] for kind, data in events], "growth": growth}
+        )
+
+    def close(self) -> None:
+        pass

@@ -382,7 +382,7 @@ def test_substitution(value: str, env: dict[str, str], expected: str) -> None:
 
 
 def test_typed_values_from_variables() -> None:
-    env = {"PORT": "7000", "ON": "false", "T": "2.5", "SIZE": "1KiB", "W": "1"}
+    env = {"PORT": "7000", "ON": "false", "T": "2.5", "SIZE": "1KiB", "W": "3"}
     config = parse(
         {
             "server": {
@@ -398,7 +398,7 @@ def test_typed_values_from_variables() -> None:
     )
     assert config.server is not None
     assert (config.server.port, config.server.connect_timeout) == (7000, 2.5)
-    assert (config.server.max_body_size, config.server.workers) == (1024, 1)
+    assert (config.server.max_body_size, config.server.workers) == (1024, 3)
     assert (config.logging.console, config.logging.enabled) == (False, True)
     assert config.logging_server.port == 0
 
@@ -572,10 +572,13 @@ def test_invalid_env_port_is_reported_even_with_a_flag() -> None:
             {"logging_server": {"port": 70000}},
             "logging_server.port: must be between 0 and 65535, got 70000",
         ),
-        ({"server": {"workers": 0}}, "server.workers: must be at least 1, got 0"),
         (
-            {"server": {"workers": 2}},
-            "server.workers: only 1 is supported in this version (multi-process is planned)",
+            {"server": {"workers": 0}},
+            "server.workers: must be between 1 and 256 (or auto), got 0",
+        ),
+        (
+            {"server": {"workers": 1000}},
+            "server.workers: must be between 1 and 256 (or auto), got 1000",
         ),
         (
             {"server": {"connect_timeout": 0}},
@@ -1070,3 +1073,11 @@ def test_fuzz_through_yaml(tmp_path_factory: pytest.TempPathFactory, data: objec
         load_config(str(path), env={}, require_file=True)
     except ConfigError as e:
         assert "\n" not in str(e)
+
+
+def test_workers_auto_is_one_per_core() -> None:
+    import os
+
+    config = parse({"server": {"workers": "auto"}}, {})
+    assert config.server is not None
+    assert config.server.workers == len(os.sched_getaffinity(0)) >= 1

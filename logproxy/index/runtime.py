@@ -122,6 +122,8 @@ class CaptureIndex:
         log_dir: str,
         text_search: str | None = None,
         keepalive_interval: float = 15.0,
+        bus: Any = None,
+        reconciling: bool = True,
     ) -> None:
         self._reactor = reactor
         self._writer = writer
@@ -131,11 +133,12 @@ class CaptureIndex:
         self._open_lock = threading.Lock()
         self._lock_fd: int | None = None
         self.info: IndexInfo | None = None
-        self.bus = EventBus(reactor, keepalive_interval)
+        # A worker process passes a bus that forwards events to the main process.
+        self.bus = bus if bus is not None else EventBus(reactor, keepalive_interval)
         self._poke_call: Any = None
         self._closed = False
         self.updater = IndexUpdater(
-            self.open, log_dir, reactor, self.bus, reconciling=True, wake=self._wake
+            self.open, log_dir, reactor, self.bus, reconciling=reconciling, wake=self._wake
         )
         writer.listeners.append(self.updater)
         self.reader = IndexReader(reactor, self.path)
