@@ -348,12 +348,21 @@ class TwistedNaive(Proxy):
 class Logproxy(Proxy):
     """logproxy under ``twistd -n``, one route per upstream prefix (``strip_prefix: false``)."""
 
-    def __init__(self, capture: bool, tmpfs: bool = False, console: bool = False) -> None:
+    def __init__(
+        self, capture: bool, tmpfs: bool = False, console: bool = False, workers: int = 1
+    ) -> None:
         super().__init__()
         self.captures = capture
         self.tmpfs = tmpfs
         self.console = console
-        if not capture:
+        self.workers = workers
+        if workers > 1:
+            self.name = f"logproxy-w{workers}"
+            self.description = (
+                f"logproxy, capture on, server.workers: {workers}, not pinned (all cores, "
+                "shared with the load generator and upstream)"
+            )
+        elif not capture:
             self.name = "logproxy-nocap"
             self.description = "logproxy, capture off (logging: false)"
         elif console:
@@ -388,6 +397,7 @@ class Logproxy(Proxy):
             "server:\n"
             f"  host: 127.0.0.1\n  port: {port}\n"
             "  shutdown_timeout: 2\n  idle_timeout: 3600\n"
+            f"  workers: {self.workers}\n"
             "logging:\n"
             f"  enabled: {cap}\n  console: {'true' if self.console else 'false'}\n"
             f"  log_dir: {log_dir}\n"
@@ -399,7 +409,7 @@ class Logproxy(Proxy):
         self.proc = Proc(
             self.name,
             [twistd, "-n", "--pidfile=", "logproxy", "--config", str(config)],
-            cpu=PROXY_CPU,
+            cpu=PROXY_CPU if self.workers == 1 else None,
             log_path=workdir / "twistd.log",
         )
         self.proc.wait_port(port)
@@ -417,4 +427,5 @@ def all_proxies() -> list[Proxy]:
         Logproxy(capture=True),
         Logproxy(capture=True, tmpfs=True),
         Logproxy(capture=True, console=True),
+        Logproxy(capture=True, workers=2),
     ]
