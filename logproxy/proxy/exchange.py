@@ -297,19 +297,27 @@ class Exchange:
         length = response.length
         if length is not UNKNOWN_LENGTH and request.method != b"HEAD" and code not in NO_BODY_CODES:
             headers.setRawHeaders(b"Content-Length", [b"%d" % length])
-        request.responseHeaders = headers
-        request.setResponseCode(code, phrase)
-        self._enter(Phase.RELAYING)
+        self._set_response_head(
+            Phase.RELAYING, code, phrase, headers, self.meta["response_content_encoding"]
+        )
+        self._arm_idle()
+        response.deliverBody(ResponseRelay(self))
+
+    def _set_response_head(
+        self, phase: Phase, code: int, phrase: bytes, headers: Headers, encoding: str | None
+    ) -> None:
+        """The client's status and headers are decided: enter ``phase``, capture them."""
+        self.request.responseHeaders = headers
+        self.request.setResponseCode(code, phrase)
+        self._enter(phase)
         self._begin_response_capture(
             StreamHead(
                 start_line=b"HTTP/1.1 %d %s" % (code, phrase),
                 headers=list(_all_pairs(headers)),
-                content_encoding=self.meta["response_content_encoding"],
+                content_encoding=encoding,
                 extra=[],
             )
         )
-        self._arm_idle()
-        response.deliverBody(ResponseRelay(self))
 
     # called by ResponseRelay
 
@@ -498,17 +506,7 @@ class Exchange:
             headers.addRawHeader(name, value)
         if close:
             headers.setRawHeaders(b"Connection", [b"close"])
-        request.responseHeaders = headers
-        request.setResponseCode(code, phrase)
-        self._enter(Phase.RESPONDED)
-        self._begin_response_capture(
-            StreamHead(
-                start_line=b"HTTP/1.1 %d %s" % (code, phrase),
-                headers=list(_all_pairs(headers)),
-                content_encoding=None,
-                extra=[],
-            )
-        )
+        self._set_response_head(Phase.RESPONDED, code, phrase, headers, None)
         request.write(body)
         self.response_bytes += len(body) if request.method != b"HEAD" else 0
         if self.resp_capture is not None:
