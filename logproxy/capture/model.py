@@ -7,6 +7,7 @@ byte-identical.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable
@@ -72,6 +73,7 @@ def parse_rfc3339(text: object) -> float:
     return parsed.timestamp()
 
 
+@functools.lru_cache(maxsize=4096)  # names are asked for often, by two streams and the index
 def file_stem(capture_id: str, started: float) -> str:
     """``2025-09-13_02-11-09.123_<uuid>``: the shared prefix of the four files."""
     moment = datetime.fromtimestamp(started, UTC)
@@ -92,16 +94,20 @@ class CaptureName:
     kind: StreamKind
 
     @property
+    def stem(self) -> str:
+        return file_stem(self.capture_id, self.started)
+
+    @property
     def folder(self) -> str:
-        return day_folder(self.started)
+        return file_stem(self.capture_id, self.started)[:10]  # YYYY-MM-DD
 
     @property
     def bin_name(self) -> str:
-        return f"{file_stem(self.capture_id, self.started)}_{self.kind}.bin"
+        return f"{self.stem}_{self.kind}.bin"
 
     @property
     def metadata_name(self) -> str:
-        return f"{file_stem(self.capture_id, self.started)}_{self.kind}_metadata.json"
+        return f"{self.stem}_{self.kind}_metadata.json"
 
 
 def redact(value: bytes) -> bytes:
