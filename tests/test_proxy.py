@@ -553,3 +553,62 @@ async def test_llm_calls_are_understood(
         in text
     )
     assert 'logproxy_llm_calls_total{api="anthropic.messages"' in text
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_by_ip_literal_or_host_name(
+    tmp_path: Any, http: HTTPClient, services: list[Any]
+) -> None:
+    """IP literals are connected to directly, names resolved first: all reach the upstream."""
+    from logproxy.mockllm import build_site
+
+    v4 = reactor.listenTCP(0, build_site(reactor), interface="127.0.0.1")
+    listeners = [v4]
+    port = v4.getHost().port
+    routes = {
+        "literal": {"pattern": "/v4/", "destination": f"http://127.0.0.1:{port}/mock/"},
+        "name": {"pattern": "/name/", "destination": f"http://localhost:{port}/mock/"},
+    }
+    if _ipv6_loopback():
+        v6 = reactor.listenTCP(0, build_site(reactor), interface="::1")
+        listeners.append(v6)
+        routes["v6"] = {"pattern": "/v6/", "destination": f"http://[::1]:{v6.getHost().port}/mock/"}
+    try:
+        proxy = start_proxy(tmp_path, services, routes)
+        for prefix in [r["pattern"] for r in routes.values()]:
+            response = await http.get(proxy_url(proxy, f"{prefix}bytes?size=5"))
+            assert response.code == 200, prefix
+            assert len(await response.content()) == 5, prefix
+    finally:
+        for listener in listeners:
+            await listener.stopListening()
+
+
+def test_upstream_endpoints_skip_name_resolution_for_ip_literals() -> None:
+    from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+    from twisted.web.client import URI, BrowserLikePolicyForHTTPS
+
+    from logproxy.proxy.upstream import UpstreamEndpoints
+
+    endpoints = UpstreamEndpoints(reactor, BrowserLikePolicyForHTTPS(), 3.0)
+    kinds = {
+        b"http://127.0.0.1:8080/": TCP4ClientEndpoint,
+        b"http://[::1]:8080/": TCP6ClientEndpoint,
+        b"http://localhost:8080/": HostnameEndpoint,
+    }
+    for url, kind in kinds.items():
+        assert isinstance(endpoints.endpointForURI(URI.fromBytes(url)), kind), url
+    tls = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1/"))
+    assert not isinstance(tls, TCP4ClientEndpoint)  # wrapped in TLS
+    assert isinstance(tls._wrappedEndpoint, TCP4ClientEndpoint)  # type: ignore[attr-defined]
