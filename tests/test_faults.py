@@ -415,3 +415,21 @@ async def test_a_stuck_writer_sheds_new_captures_not_requests(
     assert 1 < len(kept) < 41  # some skipped, some kept, none half-written
     for capture in kept:
         assert len(list((tmp_path / "logs").glob(f"*/*{capture}*"))) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_writer_thread_does_not_preempt_the_reactor(
+    tmp_path: Any, mock_upstream: str, services: list[Any]
+) -> None:
+    """The capture writer runs as SCHED_BATCH (its wake-ups never preempt the reactor
+    thread on a shared core); the reactor thread keeps the normal policy."""
+    import os
+
+    routes = {"helpers": {"pattern": "/helpers/", "destination": f"{mock_upstream}/mock/"}}
+    service = start_service(make_config(tmp_path, routes))
+    services.append(service)
+    seen: list[int] = []
+    service.writer.submit(lambda _: seen.append(os.sched_getscheduler(0)), None)
+    await wait_for(lambda: seen, 5, "the writer to run the item")
+    assert seen == [os.SCHED_BATCH]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER

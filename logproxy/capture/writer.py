@@ -139,6 +139,7 @@ class WriterThread:
         return self._stopped
 
     def _run(self) -> None:
+        _yield_to_the_reactor()
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         while True:
@@ -193,6 +194,18 @@ class WriterThread:
     def _finished(self) -> None:
         assert self._stopped is not None
         self._stopped.callback(None)
+
+
+def _yield_to_the_reactor() -> None:
+    """Writer thread: ask Linux not to let this thread's wake-ups preempt the reactor.
+
+    SCHED_BATCH keeps the thread's fair share of the CPU (so captures keep up under
+    load) but a batch of file work no longer interrupts the reactor thread when both
+    share a core: measured on one pinned core, added latency at c=1 and the SSE delay
+    per event drop a little. Elsewhere (or if refused) nothing changes.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 _IOV_MAX = 1024
