@@ -24,6 +24,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         #: The latest snapshots of the worker processes (main process with server.workers).
         self.workers: Callable[[], list[Any]] | None = None
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "logproxy_requests",
@@ -67,6 +68,11 @@ class Metrics:
             "Capture streams written to the local log_dir because the logging server was down",
             registry=r,
         )
+        self.capture_held = Counter(
+            "logproxy_capture_held_requests",
+            "Requests held at their start while the capture writer caught up",
+            registry=r,
+        )
         self.captures = Counter(
             "logproxy_captures",
             "Capture streams finished, by outcome",
@@ -102,15 +108,25 @@ class Metrics:
             registry=r,
         )
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus_client validates the labels
+        and takes a lock on every ``labels()`` call, which costs more than the increment
+        itself on the per-request path."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def count_llm(self, route: str, llm: dict[str, Any]) -> None:
         """An understood LLM call: calls by api and model, tokens by kind."""
         model = str(llm.get("response_model") or llm.get("model") or "unknown")
-        self.llm_calls.labels(route, str(llm.get("api") or "unknown"), model).inc()
+        self.child(self.llm_calls, route, str(llm.get("api") or "unknown"), model).inc()
         usage = llm.get("usage") or {}
         for kind, key in _TOKEN_KINDS:
             value = usage.get(key)
             if isinstance(value, int) and value > 0:
-                self.llm_tokens.labels(route, model, kind).inc(value)
+                self.child(self.llm_tokens, route, model, kind).inc(value)
 
     def render(self) -> bytes:
         """This process's metrics, plus those of its worker processes when it has some."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from logproxy.logserver.site import LogServerSite
 from logproxy.logserver.upload import LogServerState
 from logproxy.metrics import Metrics
 from logproxy.proxy.context import ProxyContext
+from logproxy.proxy.gate import CaptureGate
 from logproxy.proxy.request import ProxyFactory
 from logproxy.proxy.routing import Router
 from logproxy.proxy.upstream import Upstreams
@@ -144,6 +146,11 @@ class LogproxyService(Service):
                 console=c.logging.console,
                 capture_unmatched=c.logging.enabled,
                 max_body_size=c.server.max_body_size,
+                gate=(
+                    CaptureGate(self.reactor, self.writer, self.metrics.capture_held.inc)
+                    if isinstance(self.store, LocalStore) and self.writer is not None
+                    else None
+                ),
             )
         if c.logging_server.port != 0:
             assert self.writer is not None
@@ -313,6 +320,8 @@ class LogproxyService(Service):
         if self.index is not None:
             yield index_stopped
         proxy = self.proxy
+        if proxy is not None and proxy.gate is not None:
+            proxy.gate.open()  # held requests start now and finish like the others
         if proxy is not None and proxy.exchanges and self.config.server is not None:
             timeout = self.config.server.shutdown_timeout
             log.info(
@@ -400,3 +409,17 @@ class ForwardingBus:
 
     def close(self) -> None:
         pass
+
+
+def freeze_startup_objects() -> None:
+    """Tune the garbage collector once the process has started.
+
+    Every object built so far (modules, config, routes, Twisted itself) leaves the
+    collector's view (``gc.freeze``), and the youngest generation is collected every
+    10,000 allocations instead of 700: each request allocates hundreds of objects and
+    captures waiting for the writer keep many alive, so with the defaults collections
+    took a third of the reactor's time under load (1,330 -> 1,800 req/s with capture
+    on, one core). Garbage is still collected; cycles just wait a little longer.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)

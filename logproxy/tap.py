@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from logproxy.config import ConfigError, load_config
-from logproxy.service import LogproxyService, StartupError
+from logproxy.service import LogproxyService, StartupError, freeze_startup_objects
 
 
 class Options(usage.Options):
@@ -72,4 +72,7 @@ def makeService(options: Any) -> IService:
         _fail(str(e))
     root = _Root()
     LogproxyService(config).setServiceParent(root)
+    from twisted.internet import reactor
+
+    reactor.callWhenRunning(freeze_startup_objects)
     return root

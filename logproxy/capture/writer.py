@@ -40,6 +40,9 @@ _STOP = object()
 #: hand-over wakes the thread and moves the GIL between the threads twice; gathering a few
 #: milliseconds of work first cuts that cost under load (capture files lag by as much).
 HAND_OVER_DELAY = 0.005
+#: Items worked through before the gathered data is written out (and results go back to
+#: the reactor) even if more are queued: what waits for a flush stays bounded.
+FLUSH_EVERY = 256
 
 
 class WriterListener(Protocol):
@@ -81,11 +84,17 @@ class WriterThread:
         self._dirty: set[FileJob] = set()
         self.listeners: list[WriterListener] = []  # add before start()
         self._dirs: set[str] = set()  # writer thread: day folders known to exist
+        self._for_reactor: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._thread = threading.Thread(target=self._run, name="logproxy-writer", daemon=True)
         self._stopped: Deferred[None] | None = None
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def processed(self) -> int:
+        """Bytes (and item costs) the writer has worked through: progress, if it grows."""
+        return self._done
 
     @property
     def backlog(self) -> int:
@@ -109,6 +118,19 @@ class WriterThread:
         batch, self._outbox = self._outbox, []
         if batch:
             self._queue.put(batch)
+
+    def call_in_reactor(self, fn: Callable[..., None], *args: Any) -> None:
+        """Writer thread: run ``fn(*args)`` on the reactor after this batch. One wake-up of
+        the reactor per batch, not one per capture (each costs a pipe write, a wake-up
+        and a GIL hand-over)."""
+        self._for_reactor.append((fn, args))
+
+    def _run_in_reactor(self, calls: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception:
+                log.failure("capture writer callback failed")
 
     def mark_dirty(self, job: FileJob) -> None:
         """Writer thread: flush ``job`` once the current batch is done."""
@@ -144,6 +166,7 @@ class WriterThread:
         get_nowait = self._queue.get_nowait
         while True:
             batch = get()
+            items = 0
             while True:
                 for fn, arg, size in batch:
                     if fn is _STOP:
@@ -155,6 +178,9 @@ class WriterThread:
                     except Exception:  # a bug must not kill the writer
                         log.failure("capture writer item failed")
                     self._done += size
+                items += len(batch)
+                if items >= FLUSH_EVERY:  # under steady load the queue is never empty
+                    break
                 try:
                     batch = get_nowait()
                 except queue.Empty:
@@ -172,6 +198,9 @@ class WriterThread:
             if wrote:
                 self._tell("data_written", job.log_dir, job.name, job.bytes_written)
         self._tell("batch_done")
+        if self._for_reactor:
+            calls, self._for_reactor = self._for_reactor, []
+            self._reactor.callFromThread(self._run_in_reactor, calls)
 
     def ensure_dir(self, path: str) -> None:
         """Writer thread: ``os.makedirs`` once per folder, not once per file."""
@@ -411,8 +440,12 @@ class FileJob:
             self._fd = None
         self._write_metadata(completed_at=now(), completed=error is None, error=error, extra=extra)
         self.done = True
+        # The encoder and the tap point back at this job and the exchange: let reference
+        # counting free them now rather than a garbage collection much later.
+        self._encoder = None
+        self.tap = None
         if tap is not None and llm is not None:
-            self._writer._reactor.callFromThread(tap.on_result, *llm)
+            self._writer.call_in_reactor(tap.on_result, *llm)
 
     def _write_metadata(
         self,
@@ -521,7 +554,7 @@ class LocalStore:
 
     def _report(self, capture_id: str, message: str) -> None:
         # Runs on the writer thread; hop to the reactor for logging and metrics.
-        self.writer._reactor.callFromThread(self._on_error, capture_id, message)
+        self.writer.call_in_reactor(self._on_error, capture_id, message)
 
     def open_stream(
         self,

@@ -94,6 +94,12 @@ class StreamingRequestMixin(http.Request):
         else:
             receiver.body_complete()
 
+    def finish(self) -> None:
+        super().finish()
+        # Finished only after the body ended: nothing more comes. The receiver usually
+        # refers back to this request; dropping it lets reference counting free both.
+        self.body_receiver = None
+
     @property
     def is_disconnected(self) -> bool:
         """The client connection is gone: write/finish/unregisterProducer must not be called."""

@@ -63,11 +63,14 @@ class RequestBodyProducer:
             consumer.write(chunk)
         if not self._paused:
             self._set_client_paused(False)
+        finished = self._finished
         if self._failed is not None:
-            self._finished.errback(self._failed)
+            self._consumer = None
+            finished.errback(self._failed)
         elif self._done:
-            self._finished.callback(None)
-        return self._finished
+            self._consumer = None
+            finished.callback(None)
+        return finished
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -104,6 +107,7 @@ class RequestBodyProducer:
         """The client's body is complete."""
         self._done = True
         if self._consumer is not None and not self._stopped and not self._finished.called:
+            self._consumer = None  # it refers back to us: let reference counting free both
             self._finished.callback(None)
 
     def fail(self, reason: Failure) -> None:
@@ -113,6 +117,7 @@ class RequestBodyProducer:
         if self._consumer is None:
             self._failed = reason
             return
+        self._consumer = None
         self._finished.errback(reason)
 
     def _set_client_paused(self, paused: bool) -> None:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from logproxy.config import RouteConfig
     from logproxy.metrics import Metrics
     from logproxy.proxy.exchange import Exchange
+    from logproxy.proxy.gate import CaptureGate
     from logproxy.proxy.routing import Router
     from logproxy.proxy.upstream import Upstreams
 
@@ -24,6 +25,7 @@ class ProxyContext:
     @ivar capture_unmatched: capture requests answered by the proxy itself (404, 301,
         405, 400), following ``logging.enabled``.
     @ivar exchanges: in flight, for graceful shutdown.
+    @ivar gate: holds new requests while the local capture writer is far behind.
     """
 
     reactor: Any
@@ -34,6 +36,7 @@ class ProxyContext:
     console: bool
     capture_unmatched: bool
     max_body_size: int | None
+    gate: CaptureGate | None = None
     exchanges: set[Exchange] = field(default_factory=set)
     idle_waiters: list[Callable[[], None]] = field(default_factory=list)
 

@@ -287,7 +287,8 @@ class Exchange:
             response_status=f"{code} {phrase.decode('latin-1')}",
             response_status_code=code,
         )
-        self.ctx.metrics.upstream_headers.labels(self.route_label).observe(took)
+        metrics = self.ctx.metrics
+        metrics.child(metrics.upstream_headers, self.route_label).observe(took)
         pairs = forwardable(response.headers.getAllRawHeaders())
         self.meta["response_content_encoding"] = _text(header_value(pairs, b"content-encoding"))
         headers = Headers()
@@ -558,9 +559,9 @@ class Exchange:
         m = ctx.metrics
         m.in_flight.dec()
         status = str(self.status) if self.status else ("client_gone" if client_gone else "aborted")
-        m.requests.labels(self.route_label, status).inc()
-        m.body_bytes.labels(self.route_label, "request").inc(self.request_bytes)
-        m.body_bytes.labels(self.route_label, "response").inc(self.response_bytes)
+        m.child(m.requests, self.route_label, status).inc()
+        m.child(m.body_bytes, self.route_label, "request").inc(self.request_bytes)
+        m.child(m.body_bytes, self.route_label, "response").inc(self.response_bytes)
         self._duration_ms = (ctx.reactor.seconds() - self._t0) * 1000
         if self._llm_tap is None:  # else the end line waits for the usage (_llm_done)
             self._end_line(None)
@@ -582,11 +583,13 @@ class Exchange:
 
     def _llm_done(self, llm: dict[str, Any] | None, usage_line: str | None) -> None:
         """The capture understood the call (reactor thread, after the exchange ended)."""
+        self._llm_tap = None  # it refers back to this exchange
         if llm is not None:
             self.ctx.metrics.count_llm(self.route_label, llm)
             if usage_line and self.ctx.console:
                 console.emit(f"[{self.short_id}] {usage_line}")
-        self._end_line(console.usage_summary(llm))
+        if self.ctx.console:
+            self._end_line(console.usage_summary(llm))
 
     # ---------------------------------------------------------------- timeouts
 
