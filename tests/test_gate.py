@@ -1,7 +1,7 @@
 """The admission gate: new requests wait while the capture writer is far behind.
 
-The writer is driven by the test: work items that each wait for an event, so the backlog
-and the writer's progress are exactly what the test makes them.
+The writer is driven by the test: work items that each take a set time or wait for an
+event, so the writer's queue and its progress are what the test makes them.
 """
 
 from __future__ import annotations
@@ -29,12 +29,19 @@ class SlowDisk:
         self.stuck = threading.Event()
         for _ in range(n):
             if seconds is None:
-                writer.submit(lambda _: self.stuck.wait(10), None, ITEM)
+                writer.submit(lambda _: self.stuck.wait(10), None, ITEM, files=1)
             else:
-                writer.submit(lambda _, s=seconds: time.sleep(s), None, ITEM)
+                writer.submit(lambda _, s=seconds: time.sleep(s), None, ITEM, files=1)
 
     def release(self) -> None:
         self.stuck.set()
+
+
+@pytest.fixture(autouse=True)
+def small_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Close above 24 stream opens/closes waiting, open at 12 or below."""
+    monkeypatch.setattr(gate_module, "HIGH", 24)
+    monkeypatch.setattr(gate_module, "LOW", 12)
 
 
 def gated_service(tmp_path: Any, services: list[Any], mock_upstream: str) -> Any:
@@ -63,7 +70,7 @@ def held(service: Any) -> float:
 
 @pytest.fixture
 def releases(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """(writer backlog, high mark) each time a held request is let go."""
+    """(files pending, low mark) each time a held request is let go."""
     from logproxy.proxy.request import HeldStart
 
     seen: list[tuple[int, int]] = []
@@ -71,7 +78,7 @@ def releases(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
     def release(self: HeldStart) -> None:
         writer = self.exchange.ctx.store.writer  # type: ignore[union-attr]
-        seen.append((writer.backlog, writer.buffer_size))
+        seen.append((writer.files_pending, self.exchange.ctx.gate.low))  # type: ignore[union-attr]
         original(self)
 
     monkeypatch.setattr(HeldStart, "release", release)
@@ -95,7 +102,7 @@ async def test_a_new_request_waits_until_the_writer_caught_up(
 ) -> None:
     service = gated_service(tmp_path, services, mock_upstream)
     gate = service.proxy.gate
-    SlowDisk(service.writer, 40, 0.002)  # 320 KiB: above a quarter of buffer_size
+    SlowDisk(service.writer, 40, 0.002)  # more than HIGH
     body = json.dumps({"hello": "world", "n": list(range(100))}).encode()
     url = f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
     response = await http.post(url, data=body)
@@ -103,8 +110,8 @@ async def test_a_new_request_waits_until_the_writer_caught_up(
     assert response.code == 200
     echoed = json.loads(await response.content())
     assert echoed["body"] == body.decode()  # what was read before the hold went upstream
-    [(backlog, size)] = releases
-    assert backlog <= size // 8 == gate.low  # let go once the writer caught up
+    [(pending, low)] = releases
+    assert pending <= low  # let go once the writer caught up
     capture_id = response.headers.getRawHeaders("X-Logproxy-Id")[0]
     await finished_capture(str(tmp_path / "logs"), capture_id)
     assert not gate.closed
@@ -137,13 +144,13 @@ async def test_no_request_is_held_longer_than_hold_max(
     releases: list[tuple[int, int]],
 ) -> None:
     service = gated_service(tmp_path, services, mock_upstream)
-    SlowDisk(service.writer, 100, 0.01)  # 800 KiB draining for a second
+    SlowDisk(service.writer, 100, 0.01)  # a second of work
     url = f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
     response = await http.post(url, data=b"x")
     assert response.code == 200
     assert json.loads(await response.content())["body"] == "x"
-    [(backlog, size)] = releases
-    assert backlog > size // 4  # still far behind: let go by HOLD_MAX, not by the drain
+    [(pending, _)] = releases
+    assert pending > 24  # still far behind: let go by HOLD_MAX, not by the drain
 
 
 @pytest_twisted.ensureDeferred

@@ -75,10 +75,12 @@ class WriterThread:
     def __init__(self, reactor: Any, buffer_size: int) -> None:
         self._reactor = reactor
         self.buffer_size = buffer_size
-        self._queue: queue.SimpleQueue[list[tuple[Any, Any, int]]] = queue.SimpleQueue()
-        self._outbox: list[tuple[Any, Any, int]] = []  # reactor side, see submit()
+        self._queue: queue.SimpleQueue[list[tuple[Any, Any, int, int]]] = queue.SimpleQueue()
+        self._outbox: list[tuple[Any, Any, int, int]] = []  # reactor side, see submit()
         self._enqueued = 0
         self._done = 0
+        self._files_in = 0  # capture streams opened or closed: submitted (reactor thread)
+        self._files_done = 0  # ... and worked through (writer thread)
         self._drain_waiters: list[Callable[[], None]] = []
         self._waiting = False  # read by the writer thread: someone waits for a drain
         self._dirty: set[FileJob] = set()
@@ -97,20 +99,28 @@ class WriterThread:
         return self._done
 
     @property
+    def files_pending(self) -> int:
+        """Stream opens and closes submitted but not yet done: the writer's per-capture
+        work (file creation, metadata), as opposed to bytes to write."""
+        return self._files_in - self._files_done
+
+    @property
     def backlog(self) -> int:
         return self._enqueued - self._done
 
     def has_room(self, size: int) -> bool:
         return self._enqueued - self._done + size <= self.buffer_size
 
-    def submit(self, fn: Callable[[Any], None], arg: Any, size: int = 0) -> None:
-        """Run ``fn(arg)`` on the writer thread; ``size`` counts toward the backlog.
+    def submit(self, fn: Callable[[Any], None], arg: Any, size: int = 0, files: int = 0) -> None:
+        """Run ``fn(arg)`` on the writer thread; ``size`` counts toward the backlog,
+        ``files`` toward :attr:`files_pending`.
 
         Items are handed over in batches, at most every ``HAND_OVER_DELAY`` seconds: waking
         the thread for every chunk would cost a futex call and GIL hand-overs each time.
         """
         self._enqueued += size
-        self._outbox.append((fn, arg, size))
+        self._files_in += files
+        self._outbox.append((fn, arg, size, files))
         if len(self._outbox) == 1:
             self._reactor.callLater(HAND_OVER_DELAY, self._post)
 
@@ -155,7 +165,7 @@ class WriterThread:
             self._stopped = Deferred()
             if self._thread.is_alive():
                 self._post()
-                self._queue.put([(_STOP, None, 0)])
+                self._queue.put([(_STOP, None, 0, 0)])
             else:
                 self._stopped.callback(None)
         return self._stopped
@@ -168,7 +178,7 @@ class WriterThread:
             batch = get()
             items = 0
             while True:
-                for fn, arg, size in batch:
+                for fn, arg, size, files in batch:
                     if fn is _STOP:
                         self._flush()
                         self._reactor.callFromThread(self._finished)
@@ -178,6 +188,7 @@ class WriterThread:
                     except Exception:  # a bug must not kill the writer
                         log.failure("capture writer item failed")
                     self._done += size
+                    self._files_done += files
                 items += len(batch)
                 if items >= FLUSH_EVERY:  # under steady load the queue is never empty
                     break
@@ -499,7 +510,9 @@ class LocalStream:
         if self._refused:
             return
         self._begun = True
-        self._store.writer.submit(self._job.open, (dict(exchange), now(), head, None), ITEM_COST)
+        self._store.writer.submit(
+            self._job.open, (dict(exchange), now(), head, None), ITEM_COST, files=1
+        )
 
     def write(self, data: bytes) -> None:
         if not self._begun:
@@ -526,7 +539,9 @@ class LocalStream:
             info.update(extra)
         if self._lost:
             self._store.lost(self._lost)
-        self._store.writer.submit(self._job.close, (dict(exchange), error, info), ITEM_COST)
+        self._store.writer.submit(
+            self._job.close, (dict(exchange), error, info), ITEM_COST, files=1
+        )
 
 
 class LocalStore:

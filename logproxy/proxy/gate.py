@@ -29,15 +29,25 @@ HOLD_MAX = 0.1
 STALL_AFTER = 0.05
 
 
+#: Capture streams waiting to be opened or closed (4 per capture) above which new
+#: requests wait, and below which they go again: about 0.2 s of the writer's work.
+HIGH = 1024
+LOW = 512
+
+
 class CaptureGate:
-    """Closed while the writer's backlog is above a quarter of ``buffer_size``; opens
-    when it is below an eighth, when the writer stalls, or after ``HOLD_MAX``."""
+    """Closed while more than ``HIGH`` stream opens/closes wait for the writer; opens
+    below ``LOW``, when the writer stalls, or (per request) after ``HOLD_MAX``.
+
+    Counted in files, not bytes: a big body the disk writes slower than the network
+    (bytes piling up) is not a CPU shortage, and holding requests would not help it.
+    """
 
     def __init__(self, reactor: Any, writer: WriterThread, on_hold: Callable[[], None]) -> None:
         self._reactor = reactor
         self._writer = writer
-        self.high = writer.buffer_size // 4
-        self.low = writer.buffer_size // 8
+        self.high = HIGH
+        self.low = LOW
         self._on_hold = on_hold
         self._held: deque[tuple[float, Callable[[], None]]] = deque()
         self._timer: IDelayedCall | None = None
@@ -51,7 +61,7 @@ class CaptureGate:
     def admit(self) -> bool:
         """May a new request start now? If not, :meth:`hold` it."""
         if self._timer is None:
-            if self._writer.backlog <= self.high:
+            if self._writer.files_pending <= self.high:
                 return True
             self._progress = self._writer.processed
             self._progress_at = self._reactor.seconds()
@@ -68,7 +78,7 @@ class CaptureGate:
         writer, now = self._writer, self._reactor.seconds()
         if writer.processed != self._progress:
             self._progress, self._progress_at = writer.processed, now
-        if writer.backlog <= self.low or now - self._progress_at >= STALL_AFTER:
+        if writer.files_pending <= self.low or now - self._progress_at >= STALL_AFTER:
             self.open()
             return
         deadline = now - HOLD_MAX
