@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from logproxy.config import ConfigError, load_config
-from logproxy.service import LogproxyService, StartupError, freeze_startup_objects
+from logproxy.service import LogproxyService, StartupError, tune_process
 
 
 class Options(usage.Options):
@@ -74,5 +74,5 @@ def makeService(options: Any) -> IService:
     LogproxyService(config).setServiceParent(root)
     from twisted.internet import reactor
 
-    reactor.callWhenRunning(freeze_startup_objects)
+    reactor.callWhenRunning(tune_process)
     return root

@@ -1,6 +1,6 @@
 """A finished request leaves no reference cycles behind: reference counting frees its
 objects at once. Cycles would wait for the garbage collector, which the service runs
-less often (``freeze_startup_objects``); under load they piled up by the thousand."""
+less often (``tune_process``); under load they piled up by the thousand."""
 
 from __future__ import annotations
 

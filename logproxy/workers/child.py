@@ -24,7 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import formatEvent, globalLogBeginner
 
 from logproxy.config import ConfigError, load_config
-from logproxy.service import LogproxyService, StartupError, freeze_startup_objects
+from logproxy.service import LogproxyService, StartupError, tune_process
 from logproxy.workers.channel import Channel
 from logproxy.workers.metrics_merge import snapshot
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     _watch_parent(os.getppid())
     metrics = LoopingCall(lambda: channel.send({"metrics": snapshot(service.metrics.registry)}))
     metrics.start(METRICS_EVERY, now=False)
-    default_reactor.callWhenRunning(freeze_startup_objects)
+    default_reactor.callWhenRunning(tune_process)
     default_reactor.run()
     channel.send({"metrics": snapshot(service.metrics.registry)})
     return 0
