@@ -224,9 +224,9 @@ class Exchange:
                 )
             )
         pairs = forwardable(request.requestHeaders.getAllRawHeaders(), drop=REQUEST_SET_BY_PROXY)
-        self._open_capture(route.logging, self._request_head(pairs, route))
         limit = ctx.max_body_size
         if limit is not None and self.length is not None and self.length > limit:
+            self._open_capture(route.logging, self._request_head(pairs, route))
             self._body_too_large(limit)
             return
         headers = Headers()
@@ -243,9 +243,14 @@ class Exchange:
             )
         except Exception as e:  # a method or URL the HTTP client refuses: the client's doing
             self._producer = None
+            self._open_capture(route.logging, self._request_head(pairs, route))
             self.error = f"cannot forward this request: {e}"
             self._json_error(400, self.error, close=not self.body_done)
             return
+        # The request is on its way upstream (on a pooled connection it is written by
+        # now); the capture's set-up no longer delays it. No body chunk and no answer can
+        # arrive before this method returns, and ``d`` keeps a failure until it is read.
+        self._open_capture(route.logging, self._request_head(pairs, route))
         self._upstream = d
         d.addCallbacks(self._got_response, self._upstream_failed)
         d.addErrback(self._bug)
