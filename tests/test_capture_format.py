@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from pathlib import Path
 
 import brotli
 import pytest
@@ -295,3 +296,15 @@ def test_probe_is_bounded() -> None:
         fed += 4096
     assert out, "the head is written by the time the probe limit is reached"
     assert fed <= PROBE_LIMIT + 4096
+
+
+def test_read_document_is_a_dict_or_none(tmp_path: Path) -> None:
+    from logproxy.capture.model import read_document
+
+    path = tmp_path / "x_response_metadata.json"
+    assert read_document(str(path)) is None  # missing
+    for text in ['{"id": "a"', "[1, 2]", "null", "\xff"]:  # half written (never), or not an object
+        path.write_text(text, encoding="latin-1")
+        assert read_document(str(path)) is None, text
+    path.write_text('{"id": "a"}')
+    assert read_document(str(path)) == {"id": "a"}

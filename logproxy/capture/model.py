@@ -8,6 +8,7 @@ byte-identical.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -22,6 +23,19 @@ StreamKind = Literal["request", "response"]
 STREAM_KINDS: tuple[StreamKind, ...] = ("request", "response")
 
 Metadata = dict[str, Any]
+
+
+def read_document(path: str) -> Metadata | None:
+    """A ``*_metadata.json`` as a dict, or None if it is missing, unreadable or not a JSON
+    object. Documents are replaced atomically, so None means "not there (yet, or any
+    more)", never half a document."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
 
 #: Capture ids are canonical lower-case UUIDs; nothing else may name a file.
 CAPTURE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

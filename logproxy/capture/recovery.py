@@ -10,12 +10,11 @@ moment leaves valid JSON behind.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
 
-from logproxy.capture.model import parse_rfc3339, rfc3339
+from logproxy.capture.model import parse_rfc3339, read_document, rfc3339
 from logproxy.capture.writer import write_json_atomically
 
 INTERRUPTED = "interrupted"
@@ -76,11 +75,10 @@ def recover(log_dir: str, before: float) -> int:
             try:
                 if entry.stat().st_mtime >= before:
                     continue
-                with open(entry.path, encoding="utf-8") as f:
-                    doc = json.load(f)
-            except (OSError, ValueError):
+            except OSError:
                 continue
-            if not isinstance(doc, dict) or doc.get("completed_at") is not None:
+            doc = read_document(entry.path)
+            if doc is None or doc.get("completed_at") is not None:
                 continue
             pid = doc.get("writer_pid")
             if isinstance(pid, int) and _alive(pid):

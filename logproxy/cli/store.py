@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import fnmatch
-import json
 import os
 import re
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from logproxy.capture.model import parse_rfc3339
+from logproxy.capture.model import parse_rfc3339, read_document
 from logproxy.cli.parse import (
     QUICK_LIMIT,
     Message,
@@ -147,12 +146,7 @@ class Capture:
     def metadata(self, kind: str) -> dict[str, Any] | None:
         """The stream document (None if missing or unreadable: it is replaced atomically, so
         a failure means it does not exist yet or was deleted meanwhile)."""
-        try:
-            with open(self.path(kind, True), "rb") as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) else None
+        return read_document(self.path(kind, True))
 
     def message(self, kind: str, limit: int | None = None) -> Message | None:
         return read_message(self.path(kind, False), limit)

@@ -24,7 +24,6 @@ directly by ``logproxy reindex``, which builds a new index file from nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sqlite3
@@ -33,7 +32,7 @@ from collections.abc import Callable, Container, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from logproxy.capture.model import Metadata
+from logproxy.capture.model import read_document
 from logproxy.index.rows import (
     Entry,
     output_text_of,
@@ -110,15 +109,6 @@ def list_day(folder: str) -> dict[str, _OnDisk]:
     return found
 
 
-def _read_doc(path: str) -> Metadata | None:
-    try:
-        with open(path, "rb") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def _mtime(path: str) -> int | None:
     try:
         return os.stat(path).st_mtime_ns
@@ -136,8 +126,8 @@ def entry_from_files(folder: str, capture_id: str, stem: str) -> Entry:
     # mtimes first: a document replaced after this is seen as changed next time
     req_mtime = _mtime(paths["request", True])
     resp_mtime = _mtime(paths["response", True])
-    req = _read_doc(paths["request", True]) if req_mtime is not None else None
-    resp = _read_doc(paths["response", True]) if resp_mtime is not None else None
+    req = read_document(paths["request", True]) if req_mtime is not None else None
+    resp = read_document(paths["response", True]) if resp_mtime is not None else None
     started = None
     for doc in (req, resp):
         meta = doc.get("metadata") if doc else None

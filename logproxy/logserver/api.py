@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from logproxy.capture.model import read_document
 from logproxy.index import query as queries
 from logproxy.index.query import Ambiguous, BadQuery, Found, NotFound
 from logproxy.index.rows import dumps, summary
@@ -285,22 +286,13 @@ def _find(conn: sqlite3.Connection, mode: str, wanted: str) -> Found:
     return queries.find(conn, wanted)
 
 
-def _read_doc(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def _detail_json(conn: sqlite3.Connection, mode: str, wanted: str, log_dir: str) -> bytes:
     """Both documents as on disk now (the index's copy if a file cannot be read)."""
     found = queries.find(conn, wanted)
     folder = os.path.join(log_dir, found.day)
     docs = {}
     for kind, stored in (("request", found.request_doc), ("response", found.response_doc)):
-        on_disk = _read_doc(os.path.join(folder, f"{found.stem}_{kind}_metadata.json"))
+        on_disk = read_document(os.path.join(folder, f"{found.stem}_{kind}_metadata.json"))
         docs[kind] = on_disk if on_disk is not None else stored
     capture_id = found.capture_id
     base = f"/api/requests/{capture_id}"

@@ -19,6 +19,7 @@ subscription to the bus is cancelled. On success: unregister, then finish.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from zope.interface import implementer
 
+from logproxy.capture.model import read_document
 from logproxy.index.events import EventBus
 
 log = Logger()
@@ -328,19 +330,14 @@ def _head_fields(head: bytes) -> tuple[int | None, bytes | None]:
 
 def _probe_files(bin_path: str, meta_path: str) -> tuple[int | None, int, bytes, int | None]:
     """(body start or None, file size, header block, final size if the stream ended)."""
-    import json
-
     final_size = None
-    try:
-        with open(meta_path, "rb") as f:
-            doc = json.load(f)
-        if isinstance(doc, dict) and doc.get("completed_at") is not None:
-            size = doc.get("bytes_written")
-            final_size = size if isinstance(size, int) else None
-            if final_size is None:
+    doc = read_document(meta_path)
+    if doc is not None and doc.get("completed_at") is not None:
+        size = doc.get("bytes_written")
+        final_size = size if isinstance(size, int) else None
+        if final_size is None:
+            with contextlib.suppress(OSError):
                 final_size = os.path.getsize(bin_path)
-    except (OSError, ValueError):
-        pass
     try:
         body_start, size, head = header_end(bin_path)
     except OSError:

@@ -25,6 +25,7 @@ from logproxy.capture.model import (
     StreamKind,
     now,
     parse_rfc3339,
+    read_document,
     stream_document,
 )
 from logproxy.capture.writer import FileJob, WriterThread, write_json_atomically
@@ -260,9 +261,10 @@ class MetadataUpdate:
         meta_path = os.path.join(folder, self._name.metadata_name)
         try:
             size = os.path.getsize(bin_path)
-            with open(meta_path, encoding="utf-8") as f:
-                previous = json.load(f)
-        except (OSError, ValueError):
+        except OSError:
+            size = None
+        previous = read_document(meta_path)
+        if size is None or previous is None:
             self.status = 404
             return
         doc = self._doc
