@@ -51,17 +51,13 @@ def gated_service(tmp_path: Any, services: list[Any], mock_upstream: str) -> Any
     return service
 
 
-def settled(d: Any) -> list[Any]:
-    """Fills once ``d`` has its result (``Deferred.called`` is also true while it is
-    only waiting on another Deferred)."""
-    results: list[Any] = []
+def echo_url(service: Any) -> str:
+    return f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
 
-    def keep(result: Any) -> Any:
-        results.append(result)
-        return result
 
-    d.addBoth(keep)
-    return results
+async def echoed(response: Any) -> str:
+    """The request body the mock's echo endpoint saw."""
+    return str(json.loads(await response.content())["body"])
 
 
 def held(service: Any) -> float:
@@ -104,12 +100,11 @@ async def test_a_new_request_waits_until_the_writer_caught_up(
     gate = service.proxy.gate
     SlowDisk(service.writer, 40, 0.002)  # more than HIGH
     body = json.dumps({"hello": "world", "n": list(range(100))}).encode()
-    url = f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
+    url = echo_url(service)
     response = await http.post(url, data=body)
     assert held(service) == 1
     assert response.code == 200
-    echoed = json.loads(await response.content())
-    assert echoed["body"] == body.decode()  # what was read before the hold went upstream
+    assert await echoed(response) == body.decode()  # what was read before the hold went upstream
     [(pending, low)] = releases
     assert pending <= low  # let go once the writer caught up
     capture_id = response.headers.getRawHeaders("X-Logproxy-Id")[0]
@@ -124,12 +119,12 @@ async def test_a_stalled_writer_is_not_waited_for(
     """No progress at all (a hung disk): the gate opens and requests flow."""
     service = gated_service(tmp_path, services, mock_upstream)
     disk = SlowDisk(service.writer, 40, None)
-    url = f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
+    url = echo_url(service)
     try:
         for _ in range(5):
             response = await http.post(url, data=b"x")
             assert response.code == 200
-            assert json.loads(await response.content())["body"] == "x"
+            assert await echoed(response) == "x"
         assert held(service) >= 1
     finally:
         disk.release()
@@ -145,10 +140,10 @@ async def test_no_request_is_held_longer_than_hold_max(
 ) -> None:
     service = gated_service(tmp_path, services, mock_upstream)
     SlowDisk(service.writer, 100, 0.01)  # a second of work
-    url = f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
+    url = echo_url(service)
     response = await http.post(url, data=b"x")
     assert response.code == 200
-    assert json.loads(await response.content())["body"] == "x"
+    assert await echoed(response) == "x"
     [(pending, _)] = releases
     assert pending > 24  # still far behind: let go by HOLD_MAX, not by the drain
 
@@ -182,7 +177,7 @@ async def test_shutdown_starts_held_requests(
 ) -> None:
     service = gated_service(tmp_path, services, mock_upstream)
     disk = SlowDisk(service.writer, 40, None)
-    url = f"http://127.0.0.1:{service.proxy_port.getHost().port}/helpers/echo"
+    url = echo_url(service)
     answer = http.post(url, data=b"bye")
     await wait_for(lambda: held(service) == 1, 5, "the request to be held")
     stopped = service.stopService()
@@ -190,7 +185,7 @@ async def test_shutdown_starts_held_requests(
     disk.release()
     response = await answer
     assert response.code == 200
-    assert json.loads(await response.content())["body"] == "bye"
+    assert await echoed(response) == "bye"
     await stopped
 
 
