@@ -242,15 +242,16 @@ class Exchange:
                 request.method, target.encode("utf-8", "surrogateescape"), headers, self._producer
             )
         except Exception as e:  # a method or URL the HTTP client refuses: the client's doing
-            self._producer = None
-            self._open_capture(route.logging, self._request_head(pairs, route))
-            self.error = f"cannot forward this request: {e}"
-            self._json_error(400, self.error, close=not self.body_done)
-            return
+            d, refused = None, e
         # The request is on its way upstream (on a pooled connection it is written by
         # now); the capture's set-up no longer delays it. No body chunk and no answer can
         # arrive before this method returns, and ``d`` keeps a failure until it is read.
         self._open_capture(route.logging, self._request_head(pairs, route))
+        if d is None:
+            self._producer = None
+            self.error = f"cannot forward this request: {refused}"
+            self._json_error(400, self.error, close=not self.body_done)
+            return
         self._upstream = d
         d.addCallbacks(self._got_response, self._upstream_failed)
         d.addErrback(self._bug)
